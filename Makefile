@@ -1,0 +1,63 @@
+# tailor — build, test and demo entry points. `make test` is what CI runs
+# (.ci/run); it installs its own dependencies first (scripts/deps.sh).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+GO ?= go
+# Packages whose tests run with the race detector (concurrency-heavy);
+# every other package runs without it.
+RACE_PKGS ?= ./featurestore/...
+TEST_TIMEOUT ?= 20m
+BENCH_OUT ?= benchmarks/results.txt
+
+# Where scripts/deps.sh puts ONNX Runtime; tests, benchmarks and the demo
+# load the library from ONNXRUNTIME_LIB.
+TAILOR_CACHE ?= $(HOME)/.cache/tailor
+ONNXRUNTIME_LIB ?= $(TAILOR_CACHE)/onnxruntime/libonnxruntime.so.1
+export TAILOR_CACHE ONNXRUNTIME_LIB
+
+.PHONY: build deps test demo bench generate lint
+
+build:
+	$(GO) build -o bin/tailor ./cmd/tailor
+
+deps:
+	bash scripts/deps.sh
+
+# go vet, then a gofmt check that lists the files needing formatting.
+define LINT
+	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*' -not -path './vendor/*')); \
+	if [ -n "$$unformatted" ]; then \
+		echo "gofmt: these files are not formatted (run gofmt -w on them):" >&2; \
+		echo "$$unformatted" >&2; \
+		exit 1; \
+	fi
+endef
+
+lint:
+	$(LINT)
+
+test: deps
+	$(LINT)
+	@race=$$($(GO) list $(RACE_PKGS)); \
+	rest=$$($(GO) list ./... | grep -vxF -f <(printf '%s\n' $$race) || true); \
+	if [ -n "$$race" ]; then \
+		echo "go test -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)"; \
+		$(GO) test -race -timeout $(TEST_TIMEOUT) $$race; \
+	fi; \
+	if [ -n "$$rest" ]; then \
+		echo "go test -timeout $(TEST_TIMEOUT) (the other packages)"; \
+		$(GO) test -timeout $(TEST_TIMEOUT) $$rest; \
+	fi
+
+demo: deps build
+	bash scripts/demo.sh
+
+bench: deps
+	mkdir -p $(dir $(BENCH_OUT))
+	$(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./... | tee $(BENCH_OUT)
+
+generate:
+	@echo "nothing to generate yet"
