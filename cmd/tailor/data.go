@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/tablefile"
+	trainingexport "github.com/tailorhq/tailor/training-export"
+)
+
+func (a *app) ingestCmd() *cobra.Command {
+	var format string
+	var opt offline.IngestOptions
+	cmd := &cobra.Command{
+		Use:   "ingest VIEW FILE...",
+		Short: "Load CSV, Parquet or Arrow IPC files into a feature view",
+		Long: "ingest loads each FILE into the offline table of VIEW. Columns are matched by name:\n" +
+			"the join keys and the event timestamp are required, the created timestamp is optional\n" +
+			"(the load time when absent). Timestamps are RFC3339, 'YYYY-MM-DD HH:MM:SS' (UTC) or epoch\n" +
+			"seconds; an empty CSV field is null. Each file is all or nothing: a bad cell stops its load,\n" +
+			"names the file, row, column and value, and leaves nothing of that file visible.",
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			store, err := a.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			av, err := store.Applied(ctx)
+			if err != nil {
+				return err
+			}
+			if av == nil {
+				return fmt.Errorf("unknown feature view %q: no definitions applied yet (run `tailor apply DIR`)", args[0])
+			}
+			if _, ok := av.Repo.View(args[0]); !ok {
+				return &offline.UnknownViewError{View: args[0]}
+			}
+			p := newProgress(a.errOut)
+			for _, file := range args[1:] {
+				f, err := tablefile.DetectFormat(file, format)
+				if err != nil {
+					return err
+				}
+				r, err := tablefile.Open(file, f, tablefile.ReadOptions{})
+				if err != nil {
+					return err
+				}
+				p.reset()
+				o := opt
+				o.Progress = func(n int64) { p.update("ingest "+file, n) }
+				res, err := store.Ingest(ctx, av.Repo, args[0], file, r, o)
+				r.Close()
+				p.done()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "%s: %d rows into %s in %s (%.0f rows/s)\n", file, res.Rows, args[0], res.Duration.Round(1e6), float64(res.Rows)/max(res.Duration.Seconds(), 1e-9))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "", "input format: csv, parquet or arrow (default: from the file extension)")
+	cmd.Flags().BoolVar(&opt.AllowMissingFeatures, "allow-missing-features", false, "store null for features the file has no column for")
+	cmd.Flags().BoolVar(&opt.IgnoreExtraColumns, "ignore-extra-columns", false, "skip file columns that are not part of the view")
+	cmd.Flags().IntVar(&opt.BatchRows, "batch-rows", 65536, "rows per insert block")
+	return cmd
+}
+
+func (a *app) exportCmd() *cobra.Command {
+	var req trainingexport.Request
+	var features string
+	cmd := &cobra.Command{
+		Use:   "export --entities FILE (--features view:feat,view:* | --service NAME) --out FILE",
+		Short: "Export a point-in-time-correct training set",
+		Long: "export joins every entity row (join keys + a timestamp + any other columns, carried through)\n" +
+			"with the feature values that were current at the row's timestamp: per view, the row with the\n" +
+			"greatest event timestamp <= the row's timestamp and >= timestamp - ttl, ties broken by the\n" +
+			"created timestamp; none gives null. One output row per entity row, in input order; features\n" +
+			"follow the entity columns in the requested order. The join runs inside ClickHouse.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if features != "" {
+				for _, f := range strings.Split(features, ",") {
+					if f = strings.TrimSpace(f); f != "" {
+						req.Features = append(req.Features, f)
+					}
+				}
+			}
+			store, err := a.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			av, err := store.Applied(ctx)
+			if err != nil {
+				return err
+			}
+			if av == nil {
+				return fmt.Errorf("no definitions applied yet (run `tailor apply DIR`)")
+			}
+			p := newProgress(a.errOut)
+			req.Progress = p.update
+			res, err := trainingexport.Export(ctx, store, av.Repo, req)
+			p.done()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.out, "%s: %d rows, %d columns (%s) in %s\n", req.Out, res.Rows, len(res.Columns), strings.Join(res.Columns, ", "), res.Duration.Round(1e6))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.EntitiesFile, "entities", "", "entity file (CSV, Parquet or Arrow IPC): join keys, the timestamp column, labels")
+	f.StringVar(&req.EntitiesFormat, "entities-format", "", "entity file format (default: from the extension)")
+	f.StringVar(&req.EntitiesSQL, "entities-sql", "", "take the entity rows from this ClickHouse query instead of a file")
+	f.StringVar(&features, "features", "", "comma-separated feature references: view:feature or view:*")
+	f.StringVar(&req.Service, "service", "", "export the features of this feature service")
+	f.StringVar(&req.Out, "out", "", "output file")
+	f.StringVar(&req.Format, "format", "", "output format: parquet, arrow or csv (default: from --out's extension)")
+	f.BoolVar(&req.FullNames, "full-names", false, "name feature columns view__feature")
+	f.StringVar(&req.TimestampColumn, "timestamp-column", offline.DefaultTimestampColumn, "entity timestamp column")
+	return cmd
+}

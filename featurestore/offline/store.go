@@ -1,0 +1,151 @@
+// Package offline is tailor's offline feature store on ClickHouse: it keeps
+// the applied definitions, creates and checks the tables behind feature
+// views, loads files into them atomically, and answers point-in-time
+// retrievals with joins that run inside ClickHouse.
+package offline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// DefaultDatabase is the ClickHouse database tailor keeps its tables in.
+const DefaultDatabase = "tailor"
+
+// Store is a connection to the ClickHouse that holds tailor's state.
+type Store struct {
+	conn    driver.Conn
+	db      string
+	log     *slog.Logger
+	version driver.ServerVersion
+}
+
+// Options configures Open.
+type Options struct {
+	// Database is where tailor's own tables live (default "tailor").
+	Database string
+	// Logger receives structured logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// ErrUnavailable marks errors caused by ClickHouse not answering.
+var ErrUnavailable = errors.New("clickhouse unavailable")
+
+// Open connects to ClickHouse at dsn (clickhouse://host:port/db?...),
+// checks that it answers, and creates tailor's database and registry
+// tables if they are missing.
+func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
+	o, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse URL %q: %w", dsn, err)
+	}
+	if o.DialTimeout == 0 || o.DialTimeout > 10*time.Second {
+		o.DialTimeout = 10 * time.Second
+	}
+	if o.MaxOpenConns == 0 {
+		o.MaxOpenConns = 16
+	}
+	conn, err := clickhouse.Open(o)
+	if err != nil {
+		return nil, fmt.Errorf("connect to clickhouse %s: %w", dsn, err)
+	}
+	if err := conn.Ping(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, dsn, err)
+	}
+	v, err := conn.ServerVersion()
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("clickhouse server version: %w", err)
+	}
+	s := &Store{conn: conn, db: opt.Database, log: opt.Logger, version: *v}
+	if s.db == "" {
+		s.db = DefaultDatabase
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if err := s.bootstrap(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the connections.
+func (s *Store) Close() error { return s.conn.Close() }
+
+// Database is the ClickHouse database holding tailor's tables.
+func (s *Store) Database() string { return s.db }
+
+// ServerVersion is the version string of the connected ClickHouse.
+func (s *Store) ServerVersion() string {
+	return fmt.Sprintf("%d.%d.%d", s.version.Version.Major, s.version.Version.Minor, s.version.Version.Patch)
+}
+
+// Conn exposes the underlying connection to the packages built on the store.
+func (s *Store) Conn() driver.Conn { return s.conn }
+
+func (s *Store) bootstrap(ctx context.Context) error {
+	stmts := []string{
+		"CREATE DATABASE IF NOT EXISTS " + quoteIdent(s.db),
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.definitions (
+			version UInt64,
+			digest String,
+			repo_json String,
+			applied_at DateTime,
+			applied_by String,
+			summary String,
+			%s DateTime DEFAULT now()
+		) ENGINE = MergeTree ORDER BY version`, quoteIdent(s.db), InsertedAtColumn),
+	}
+	for _, q := range stmts {
+		if err := s.conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("bootstrap tailor tables: %w", err)
+		}
+	}
+	return nil
+}
+
+// column is one column of an existing ClickHouse table.
+type tableColumn struct{ Name, Type string }
+
+// tableColumns lists the columns of t in table order; ok is false when t
+// does not exist. DESCRIBE keeps the order on every ClickHouse version
+// (18.16's system.columns has no position).
+func (s *Store) tableColumns(ctx context.Context, t tableRef) (cols []tableColumn, ok bool, err error) {
+	var exists uint8
+	if err := s.conn.QueryRow(ctx, "EXISTS TABLE "+t.String()).Scan(&exists); err != nil {
+		return nil, false, fmt.Errorf("check table %s: %w", t.Plain(), err)
+	}
+	if exists == 0 {
+		return nil, false, nil
+	}
+	rows, err := s.conn.Query(ctx, "DESCRIBE TABLE "+t.String())
+	if err != nil {
+		return nil, false, fmt.Errorf("describe %s: %w", t.Plain(), err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		vals := make([]any, len(rows.Columns()))
+		var c tableColumn
+		vals[0], vals[1] = &c.Name, &c.Type
+		for i := 2; i < len(vals); i++ {
+			vals[i] = new(string)
+		}
+		if err := rows.Scan(vals...); err != nil {
+			return nil, false, fmt.Errorf("describe %s: %w", t.Plain(), err)
+		}
+		cols = append(cols, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("describe %s: %w", t.Plain(), err)
+	}
+	return cols, true, nil
+}

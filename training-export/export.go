@@ -1,0 +1,189 @@
+// Package trainingexport writes point-in-time-correct training sets and
+// snapshots: it uploads an entity set, runs the point-in-time join in the
+// offline store, and streams the answer into a Parquet, Arrow IPC or CSV
+// file.
+package trainingexport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/tablefile"
+)
+
+// Request describes one export.
+type Request struct {
+	// EntitiesFile is a CSV, Parquet or Arrow IPC file of entity rows.
+	EntitiesFile string
+	// EntitiesFormat overrides the format detected from the file name.
+	EntitiesFormat string
+	// EntitiesSQL takes the entity rows from a ClickHouse query instead.
+	EntitiesSQL string
+	// Features are feature references ("view:feature", "view:*").
+	Features []string
+	// Service names a feature service whose features are exported.
+	Service string
+	// Out is the output file; it appears only once complete.
+	Out string
+	// Format is the output format (default: from Out's extension).
+	Format string
+	// FullNames names feature columns view__feature.
+	FullNames bool
+	// TimestampColumn is the entity timestamp column (default event_timestamp).
+	TimestampColumn string
+	// Progress, when set, is told how far each stage got.
+	Progress func(stage string, rows int64)
+}
+
+// Result summarises a finished export.
+type Result struct {
+	Rows     int64
+	Columns  []string
+	Duration time.Duration
+}
+
+// Export runs req against the applied definitions repo.
+func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, req Request) (Result, error) {
+	start := time.Now()
+	refs, err := resolve(repo, req)
+	if err != nil {
+		return Result{}, err
+	}
+	if req.Out == "" {
+		return Result{}, errors.New("no output file: pass --out FILE")
+	}
+	outFormat, err := tablefile.DetectFormat(req.Out, req.Format)
+	if err != nil {
+		return Result{}, err
+	}
+	keys, err := offline.JoinKeys(repo, refs)
+	if err != nil {
+		return Result{}, err
+	}
+	progress := func(stage string) func(int64) {
+		if req.Progress == nil {
+			return nil
+		}
+		return func(n int64) { req.Progress(stage, n) }
+	}
+	opt := offline.EntityOptions{TimestampColumn: req.TimestampColumn, JoinKeys: keys, Progress: progress("upload")}
+
+	var set *offline.EntitySet
+	switch {
+	case req.EntitiesSQL != "" && req.EntitiesFile != "":
+		return Result{}, errors.New("pass either --entities or --entities-sql, not both")
+	case req.EntitiesSQL != "":
+		set, err = store.EntitiesFromSQL(ctx, req.EntitiesSQL, opt)
+	case req.EntitiesFile != "":
+		set, err = uploadFile(ctx, store, req, opt)
+	default:
+		return Result{}, errors.New("no entity rows: pass --entities FILE or --entities-sql QUERY")
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	defer set.Drop(ctx)
+
+	ret, err := store.Retrieve(ctx, repo, set, refs, offline.RetrieveOptions{FullNames: req.FullNames})
+	if err != nil {
+		return Result{}, err
+	}
+	defer ret.Close()
+
+	rows, err := writeAtomically(req.Out, outFormat, ret, progress("export"))
+	if err != nil {
+		return Result{}, err
+	}
+	var cols []string
+	for _, f := range ret.Schema().Fields() {
+		cols = append(cols, f.Name)
+	}
+	return Result{Rows: rows, Columns: cols, Duration: time.Since(start)}, nil
+}
+
+func resolve(repo *definitions.Repo, req Request) ([]definitions.FeatureRef, error) {
+	switch {
+	case req.Service != "" && len(req.Features) > 0:
+		return nil, errors.New("pass either --features or --service, not both")
+	case req.Service != "":
+		return repo.ResolveService(req.Service)
+	case len(req.Features) > 0:
+		return repo.ResolveRefs(req.Features)
+	}
+	return nil, errors.New("no features requested: pass --features view:feature,... or --service NAME")
+}
+
+func uploadFile(ctx context.Context, store *offline.Store, req Request, opt offline.EntityOptions) (*offline.EntitySet, error) {
+	f, err := tablefile.DetectFormat(req.EntitiesFile, req.EntitiesFormat)
+	if err != nil {
+		return nil, err
+	}
+	r, err := tablefile.Open(req.EntitiesFile, f, tablefile.ReadOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	opt.InferTypes = f == tablefile.CSV
+	return store.UploadEntities(ctx, req.EntitiesFile, r, opt)
+}
+
+// writeAtomically streams src into a temporary file beside path and renames
+// it into place only when complete, so a failed export leaves no partial
+// file behind.
+func writeAtomically(path string, f tablefile.Format, src offline.RecordSource, progress func(int64)) (int64, error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return 0, fmt.Errorf("create output: %w", err)
+	}
+	tmpName := tmp.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			tmp.Close()
+			os.Remove(tmpName)
+		}
+	}()
+	w, err := tablefile.NewWriter(tmp, f, src.Schema(), tablefile.WriteOptions{})
+	if err != nil {
+		return 0, err
+	}
+	var rows int64
+	for {
+		rec, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+		err = w.Write(rec)
+		rows += rec.NumRows()
+		rec.Release()
+		if err != nil {
+			return 0, fmt.Errorf("write %s: %w", path, err)
+		}
+		if progress != nil {
+			progress(rows)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil && !strings.Contains(err.Error(), "already closed") {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmpName, path); err != nil {
+		return 0, fmt.Errorf("write %s: %w", path, err)
+	}
+	ok = true
+	return rows, nil
+}
