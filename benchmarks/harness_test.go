@@ -7,13 +7,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -72,6 +72,25 @@ func setup(b *testing.B) *env {
 // sql runs statements with clickhouse-client and returns its output.
 func (e *env) sql(b *testing.B, q string, stdin ...string) string {
 	b.Helper()
+	var out bytes.Buffer
+	e.client1(b, q, &out, stdin...)
+	return out.String()
+}
+
+// sqlToFile runs a query with clickhouse-client writing its output to path,
+// so large generated files never pass through the benchmark's memory.
+func (e *env) sqlToFile(b *testing.B, q, path string) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	e.client1(b, q, f)
+}
+
+func (e *env) client1(b *testing.B, q string, out io.Writer, stdin ...string) {
+	b.Helper()
 	port := e.srv.TCPAddr()[strings.LastIndex(e.srv.TCPAddr(), ":")+1:]
 	cmd := exec.Command(e.client, "--port", port, "--multiquery", "--query", q)
 	if len(stdin) > 0 {
@@ -82,12 +101,11 @@ func (e *env) sql(b *testing.B, q string, stdin ...string) string {
 		defer f.Close()
 		cmd.Stdin = f
 	}
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
+	var errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = out, &errb
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("clickhouse-client %q: %v\n%s", q, err, errb.String())
 	}
-	return out.String()
 }
 
 // run is one finished process: its wall time and peak resident memory.
@@ -105,14 +123,46 @@ func (e *env) tailorRun(b *testing.B, args ...string) run {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("tailor %s: %v", strings.Join(args, " "), err)
+	}
+	// The kernel's maxrss of a child starts from its parent's high-water
+	// mark, so it cannot measure tailor; VmHWM of the running process can.
+	hwm := make(chan int64, 1)
+	stop := make(chan struct{})
+	go func() { hwm <- pollHWM(cmd.Process.Pid, stop) }()
+	err := cmd.Wait()
+	close(stop)
+	r := run{wall: time.Since(start), out: out.String(), peakRSS: <-hwm}
+	if err != nil {
 		b.Fatalf("tailor %s: %v\n%s", strings.Join(args, " "), err, out.String())
 	}
-	r := run{wall: time.Since(start), out: out.String()}
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.peakRSS = ru.Maxrss * 1024 // Linux reports KiB
-	}
 	return r
+}
+
+// pollHWM reads the peak resident set (VmHWM) of pid every 10ms until stop
+// closes, and returns the last value seen, in bytes.
+func pollHWM(pid int, stop <-chan struct{}) int64 {
+	var last int64
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			for _, line := range strings.Split(string(b), "\n") {
+				if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+					var kb int64
+					fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+					if kb > 0 {
+						last = kb * 1024
+					}
+				}
+			}
+		}
+		select {
+		case <-stop:
+			return last
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // timed runs f and returns how long it took.

@@ -60,15 +60,10 @@ func BenchmarkIngestCSV(b *testing.B) {
 	e.applyRepo(b)
 	const rows = 2_000_000
 	csv := filepath.Join(e.dir, "ingest.csv")
-	out, err := os.Create(csv)
-	if err != nil {
-		b.Fatal(err)
-	}
-	out.WriteString(e.sql(b, fmt.Sprintf(`SELECT concat('c', toString(number %% 100000)) AS customer_id,
+	e.sqlToFile(b, fmt.Sprintf(`SELECT concat('c', toString(number %% 100000)) AS customer_id,
 		toDateTime(1700000000 + number) AS event_ts, number %% 17 AS orders, round(number / 7, 2) AS spend,
 		concat('cat', toString(number %% 9)) AS category, number %% 2 AS opt_in
-		FROM numbers(%d) FORMAT CSVWithNames`, rows)))
-	out.Close()
+		FROM numbers(%d) FORMAT CSVWithNames`, rows), csv)
 	e.sql(b, "CREATE TABLE IF NOT EXISTS bench.floor_ingest AS bench.fv_ingest_target")
 	b.ResetTimer()
 	for range b.N {
@@ -112,15 +107,10 @@ func BenchmarkExportPIT(b *testing.B) {
 		`, base, base, base, base, base, base))
 	entities := func(n int) string {
 		path := filepath.Join(e.dir, fmt.Sprintf("entities_%d.csv", n))
-		f, err := os.Create(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer f.Close()
-		f.WriteString(e.sql(b, fmt.Sprintf(`SELECT concat('c', toString(intHash32(number) %% 1000000)) AS customer_id,
+		e.sqlToFile(b, fmt.Sprintf(`SELECT concat('c', toString(intHash32(number) %% 1000000)) AS customer_id,
 			toInt64(intHash32(number + 7) %% 100000) + 9007199254740993 AS product_id,
 			toDateTime(%d + intHash32(number + 3) %% 5000000) AS event_timestamp, number %% 2 AS label
-			FROM numbers(%d) FORMAT CSVWithNames`, base, n)))
+			FROM numbers(%d) FORMAT CSVWithNames`, base, n), path)
 		return path
 	}
 	small, large := entities(100_000), entities(1_000_000)

@@ -43,9 +43,9 @@ done
 echo "first rows of train.csv:"
 head -n 6 "$out/train.csv"
 
-step "snapshot every customer now, from a ClickHouse query"
+step "snapshot every customer as of 2024-05-15, from a ClickHouse query"
 "$tailor" export --entities-sql \
-	"SELECT DISTINCT customer_id, now() AS event_timestamp FROM tailor.fv_customer_stats ORDER BY customer_id" \
+	"SELECT DISTINCT customer_id, toDateTime('2024-05-15 00:00:00') AS event_timestamp FROM tailor.fv_customer_stats ORDER BY customer_id" \
 	--features 'customer_stats:*' --full-names --out "$out/snapshot.csv"
 head -n 4 "$out/snapshot.csv"
 

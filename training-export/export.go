@@ -91,6 +91,7 @@ func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 		return Result{}, err
 	}
 	defer set.Drop(ctx)
+	store.Logger().Info("entity set uploaded", "rows", set.Rows, "took", time.Since(start))
 
 	ret, err := store.Retrieve(ctx, repo, set, refs, offline.RetrieveOptions{FullNames: req.FullNames})
 	if err != nil {

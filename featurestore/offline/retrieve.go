@@ -194,6 +194,7 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 	}
 	query := fmt.Sprintf("SELECT %s FROM %s ORDER BY __tailor_row", strings.Join(exprs, ", "), from)
 
+	s.log.Debug("point-in-time join", "entity_rows", set.Rows, "views", len(parts), "sql", query)
 	rows, err := s.conn.Query(ctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("point-in-time join: %w", err)

@@ -78,6 +78,9 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	return s, nil
 }
 
+// Logger is the store's structured logger.
+func (s *Store) Logger() *slog.Logger { return s.log }
+
 // Close releases the connections.
 func (s *Store) Close() error { return s.conn.Close() }
 

@@ -75,7 +75,7 @@ func NewWriter(w io.Writer, f Format, schema *arrow.Schema, opt WriteOptions) (W
 		default:
 			return nil, fmt.Errorf("unknown Parquet compression %q (valid: zstd, snappy, none)", opt.Compression)
 		}
-		props := parquet.NewWriterProperties(parquet.WithCompression(codec), parquet.WithMaxRowGroupLength(1<<20))
+		props := parquet.NewWriterProperties(parquet.WithCompression(codec), parquet.WithMaxRowGroupLength(1<<17))
 		pw, err := pqarrow.NewFileWriter(schema, nopCloser{w}, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 		if err != nil {
 			return nil, fmt.Errorf("parquet writer: %w", err)
@@ -112,7 +112,7 @@ func (p *parquetWriter) Write(rec arrow.RecordBatch) error {
 	if err := checkSchema(p.schema, rec); err != nil {
 		return err
 	}
-	return p.pw.WriteBuffered(rec)
+	return p.pw.Write(rec)
 }
 
 func (p *parquetWriter) Close() error { return p.pw.Close() }
