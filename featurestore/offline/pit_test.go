@@ -221,8 +221,10 @@ func TestPointInTimeMatchesOracle(t *testing.T) {
 		t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 7))
 			ttls := make([]string, 3)
+			// Every view sees every ttl choice across the rounds: 0 (no
+			// limit), whole hours, and a bound of seconds.
 			for i := range ttls {
-				ttls[i] = ttlChoices[rng.IntN(len(ttlChoices))]
+				ttls[i] = ttlChoices[(round+i)%len(ttlChoices)]
 			}
 			repo := parseRepo(t, map[string]string{"repo.yaml": fmt.Sprintf(pitRepo, ttls[0], ttls[1], ttls[2])})
 			checkPIT(t, rng, repo)
