@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -24,44 +25,9 @@ func (a *app) ingestCmd() *cobra.Command {
 			"names the file, row, column and value, and leaves nothing of that file visible.",
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			store, err := a.openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			av, err := store.Applied(ctx)
-			if err != nil {
-				return err
-			}
-			if av == nil {
-				return fmt.Errorf("unknown feature view %q: no definitions applied yet (run `tailor apply DIR`)", args[0])
-			}
-			if _, ok := av.Repo.View(args[0]); !ok {
-				return &offline.UnknownViewError{View: args[0]}
-			}
-			p := newProgress(a.errOut)
-			for _, file := range args[1:] {
-				f, err := tablefile.DetectFormat(file, format)
-				if err != nil {
-					return err
-				}
-				r, err := tablefile.Open(file, f, tablefile.ReadOptions{})
-				if err != nil {
-					return err
-				}
-				p.reset()
-				o := opt
-				o.Progress = func(n int64) { p.update("ingest "+file, n) }
-				res, err := store.Ingest(ctx, av.Repo, args[0], file, r, o)
-				r.Close()
-				p.done()
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(a.out, "%s: %d rows into %s in %s (%.0f rows/s)\n", file, res.Rows, args[0], res.Duration.Round(1e6), float64(res.Rows)/max(res.Duration.Seconds(), 1e-9))
-			}
-			return nil
+			return a.withApplied(cmd.Context(), func(store *offline.Store, av *offline.AppliedVersion) error {
+				return a.ingest(cmd.Context(), store, av, args[0], args[1:], format, opt)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "", "input format: csv, parquet or arrow (default: from the file extension)")
@@ -69,6 +35,34 @@ func (a *app) ingestCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&opt.IgnoreExtraColumns, "ignore-extra-columns", false, "skip file columns that are not part of the view")
 	cmd.Flags().IntVar(&opt.BatchRows, "batch-rows", 65536, "rows per insert block")
 	return cmd
+}
+
+func (a *app) ingest(ctx context.Context, store *offline.Store, av *offline.AppliedVersion, view string, files []string, format string, opt offline.IngestOptions) error {
+	if _, ok := av.Repo.View(view); !ok {
+		return &offline.UnknownViewError{View: view}
+	}
+	p := newProgress(a.errOut)
+	for _, file := range files {
+		f, err := tablefile.DetectFormat(file, format)
+		if err != nil {
+			return err
+		}
+		r, err := tablefile.Open(file, f, tablefile.ReadOptions{})
+		if err != nil {
+			return err
+		}
+		p.reset()
+		o := opt
+		o.Progress = func(n int64) { p.update("ingest "+file, n) }
+		res, err := store.Ingest(ctx, av.Repo, view, file, r, o)
+		r.Close()
+		p.done()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.out, "%s: %d rows into %s in %s (%.0f rows/s)\n", file, res.Rows, view, res.Duration.Round(1e6), float64(res.Rows)/max(res.Duration.Seconds(), 1e-9))
+	}
+	return nil
 }
 
 func (a *app) exportCmd() *cobra.Command {
@@ -92,27 +86,17 @@ func (a *app) exportCmd() *cobra.Command {
 					}
 				}
 			}
-			store, err := a.openStore(ctx)
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			av, err := store.Applied(ctx)
-			if err != nil {
-				return err
-			}
-			if av == nil {
-				return fmt.Errorf("no definitions applied yet (run `tailor apply DIR`)")
-			}
-			p := newProgress(a.errOut)
-			req.Progress = p.update
-			res, err := trainingexport.Export(ctx, store, av.Repo, req)
-			p.done()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(a.out, "%s: %d rows, %d columns (%s) in %s\n", req.Out, res.Rows, len(res.Columns), strings.Join(res.Columns, ", "), res.Duration.Round(1e6))
-			return nil
+			return a.withApplied(ctx, func(store *offline.Store, av *offline.AppliedVersion) error {
+				p := newProgress(a.errOut)
+				req.Progress = p.update
+				res, err := trainingexport.Export(ctx, store, av.Repo, req)
+				p.done()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "%s: %d rows, %d columns (%s) in %s\n", req.Out, res.Rows, len(res.Columns), strings.Join(res.Columns, ", "), res.Duration.Round(1e6))
+				return nil
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tailorhq/tailor/featurestore/chserver"
+	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
 )
 
@@ -106,4 +107,42 @@ func (a *app) openStore(ctx context.Context) (*offline.Store, error) {
 		}
 	}
 	return offline.Open(ctx, dsn, offline.Options{Database: a.database, Logger: a.log})
+}
+
+// errNothingApplied is returned by commands that need applied definitions.
+var errNothingApplied = errors.New("no definitions applied yet (run `tailor apply DIR`)")
+
+// withApplied opens the store and runs f with the latest applied
+// definitions.
+func (a *app) withApplied(ctx context.Context, f func(*offline.Store, *offline.AppliedVersion) error) error {
+	store, err := a.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	av, err := store.Applied(ctx)
+	if err != nil {
+		return err
+	}
+	if av == nil {
+		return errNothingApplied
+	}
+	return f(store, av)
+}
+
+// withDefinitions loads the definitions in dir, opens the store and runs f.
+func (a *app) withDefinitions(ctx context.Context, dir string, f func(*offline.Store, *definitions.Repo) error) error {
+	repo, err := definitions.Load(dir)
+	if err != nil {
+		return definitionsError(dir, err)
+	}
+	store, err := a.openStore(ctx)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := f(store, repo); err != nil {
+		return definitionsError(dir, err)
+	}
+	return nil
 }
