@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
@@ -93,7 +92,11 @@ func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 	defer set.Drop(ctx)
 	store.Logger().Info("entity set uploaded", "rows", set.Rows, "took", time.Since(start))
 
-	ret, err := store.Retrieve(ctx, repo, set, refs, offline.RetrieveOptions{FullNames: req.FullNames})
+	ropt := offline.RetrieveOptions{FullNames: req.FullNames}
+	if req.Progress != nil {
+		ropt.ScanProgress = func(n uint64) { req.Progress("join in ClickHouse, feature rows read", int64(n)) }
+	}
+	ret, err := store.Retrieve(ctx, repo, set, refs, ropt)
 	if err != nil {
 		return Result{}, err
 	}
@@ -179,7 +182,7 @@ func writeAtomically(path string, f tablefile.Format, src offline.RecordSource, 
 	if err := w.Close(); err != nil {
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := tmp.Close(); err != nil && !strings.Contains(err.Error(), "already closed") {
+	if err := tmp.Close(); err != nil {
 		return 0, fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := os.Rename(tmpName, path); err != nil {

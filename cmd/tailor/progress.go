@@ -18,6 +18,7 @@ type progress struct {
 	tty   bool
 	start time.Time
 	last  time.Time
+	stage string
 	shown bool
 }
 
@@ -26,7 +27,7 @@ func newProgress(w io.Writer) *progress {
 	return &progress{w: w, tty: ok && term.IsTerminal(int(f.Fd())), start: time.Now()}
 }
 
-// update reports rows done in stage.
+// update reports rows done in stage; a new stage restarts the clock.
 func (p *progress) update(stage string, rows int64) {
 	if !p.tty {
 		return
@@ -34,16 +35,18 @@ func (p *progress) update(stage string, rows int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
-	if now.Sub(p.last) < 100*time.Millisecond {
+	if stage != p.stage {
+		p.stage, p.start = stage, now
+	} else if now.Sub(p.last) < 100*time.Millisecond {
 		return
 	}
 	p.last = now
 	el := now.Sub(p.start).Seconds()
-	rate := 0.0
-	if el > 0 {
-		rate = float64(rows) / el
+	if el < 0.05 {
+		fmt.Fprintf(p.w, "\r\033[K%s: %d rows", stage, rows)
+	} else {
+		fmt.Fprintf(p.w, "\r\033[K%s: %d rows (%.0f rows/s, %.1fs)", stage, rows, float64(rows)/el, el)
 	}
-	fmt.Fprintf(p.w, "\r\033[K%s: %d rows (%.0f rows/s, %.1fs)", stage, rows, rate, el)
 	p.shown = true
 }
 

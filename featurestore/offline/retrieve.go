@@ -7,7 +7,9 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -42,6 +44,9 @@ type RetrieveOptions struct {
 	FullNames bool
 	// BatchRows is the number of rows per returned record batch (default 65536).
 	BatchRows int
+	// ScanProgress, when set, is told how many rows ClickHouse has read so
+	// far while it runs the join (cumulative).
+	ScanProgress func(rowsRead uint64)
 }
 
 // OutputName is the column name of a feature in a retrieval's output.
@@ -195,7 +200,14 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 	query := fmt.Sprintf("SELECT %s FROM %s ORDER BY __tailor_row", strings.Join(exprs, ", "), from)
 
 	s.log.Debug("point-in-time join", "entity_rows", set.Rows, "views", len(parts), "sql", query)
-	rows, err := s.conn.Query(ctx, query)
+	qctx := ctx
+	if opt.ScanProgress != nil {
+		var read atomic.Uint64
+		qctx = clickhouse.Context(ctx, clickhouse.WithProgress(func(p *clickhouse.Progress) {
+			opt.ScanProgress(read.Add(p.Rows))
+		}))
+	}
+	rows, err := s.conn.Query(qctx, query)
 	if err != nil {
 		return nil, fmt.Errorf("point-in-time join: %w", err)
 	}
