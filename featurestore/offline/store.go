@@ -113,7 +113,40 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			return fmt.Errorf("bootstrap tailor tables: %w", err)
 		}
 	}
+	s.dropAbandoned(ctx)
 	return nil
+}
+
+// abandonedAfter is how old a staging or entity table must be before a
+// later process assumes its owner died and drops it.
+const abandonedAfter = 24 * time.Hour
+
+// dropAbandoned removes staging and entity tables left by processes that
+// were killed before they could drop them. It only logs failures: a
+// leftover table costs disk, not correctness.
+func (s *Store) dropAbandoned(ctx context.Context) {
+	rows, err := s.conn.Query(ctx, `SELECT name FROM system.tables WHERE database = ?
+		AND (startsWith(name, '_stage_') OR startsWith(name, '_entities_'))
+		AND metadata_modification_time < now() - ?`, s.db, int64(abandonedAfter.Seconds()))
+	if err != nil {
+		s.log.Warn("list abandoned tables", "err", err)
+		return
+	}
+	var names []string
+	for rows.Next() {
+		var n string
+		if rows.Scan(&n) == nil {
+			names = append(names, n)
+		}
+	}
+	rows.Close()
+	for _, n := range names {
+		if err := s.conn.Exec(ctx, "DROP TABLE IF EXISTS "+tableRef{DB: s.db, Name: n}.String()); err != nil {
+			s.log.Warn("drop abandoned table", "table", n, "err", err)
+			continue
+		}
+		s.log.Info("dropped abandoned table", "table", s.db+"."+n)
+	}
 }
 
 // column is one column of an existing ClickHouse table.
