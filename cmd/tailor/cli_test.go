@@ -269,3 +269,36 @@ func toCSV(t *testing.T, path string) (*arrow.Schema, string) {
 	}
 	return r.Schema(), buf.String()
 }
+
+// TestLabelsCarriedThrough: entity columns other than keys and the
+// timestamp come out exactly as they went in, typed where the text allows.
+func TestLabelsCarriedThrough(t *testing.T) {
+	c, dir := tourSetup(t)
+	in := "customer_id,event_timestamp,id,n,score,ratio,flag,note\n" +
+		"c1,2024-01-02 12:00:00,007,1,0.5,1.0,true,\"a, b\"\n" +
+		"c2,2024-01-02 12:00:00,12,,1.25,2.5,false,\n" +
+		"c9,2024-01-02 12:00:00,,-3,,,,x\n"
+	ents := filepath.Join(writeFiles(t, map[string]string{"e.csv": in}), "e.csv")
+	out := filepath.Join(dir, "labels.csv")
+	c.ok("export", "--entities", ents, "--features", "customer_stats:orders_7d", "--out", out)
+	want := "customer_id,event_timestamp,id,n,score,ratio,flag,note,orders_7d\n" +
+		"c1,2024-01-02T12:00:00Z,007,1,0.5,1.0,true,\"a, b\",3\n" +
+		"c2,2024-01-02T12:00:00Z,12,,1.25,2.5,false,,7\n" +
+		"c9,2024-01-02T12:00:00Z,,-3,,,,x,\n"
+	if got := readFile(t, out); got != want {
+		t.Fatalf("labels:\n%s\nwant:\n%s", got, want)
+	}
+	pq := filepath.Join(dir, "labels.parquet")
+	c.ok("export", "--entities", ents, "--features", "customer_stats:orders_7d", "--out", pq)
+	schema, text := toCSV(t, pq)
+	if text != want {
+		t.Fatalf("labels via Parquet:\n%s\nwant:\n%s", text, want)
+	}
+	wantTypes := map[string]arrow.Type{"id": arrow.STRING, "n": arrow.INT64, "score": arrow.FLOAT64, "ratio": arrow.STRING, "flag": arrow.BOOL, "note": arrow.STRING}
+	for name, typ := range wantTypes {
+		idx := schema.FieldIndices(name)
+		if len(idx) != 1 || schema.Field(idx[0]).Type.ID() != typ {
+			t.Errorf("column %s: %v, want %s", name, schema.Field(idx[0]).Type, typ)
+		}
+	}
+}

@@ -53,8 +53,8 @@ type EntityOptions struct {
 	// JoinKeys are the join keys the requested views need, with their types.
 	JoinKeys map[string]definitions.ValueType
 	// InferTypes treats text columns other than keys and the timestamp as
-	// untyped (CSV) and gives them the narrowest type every value fits:
-	// int64 (written exactly as the file has it), float64, bool or string.
+	// untyped (CSV) and types them where every value reads back as the same
+	// text: int64, float64 (shortest form), bool (true/false), else string.
 	InferTypes bool
 	// BatchRows is the upload block size (default 65536).
 	BatchRows int
@@ -91,11 +91,13 @@ func (in *inference) observe(s string) {
 		in.ints = err == nil && strconv.FormatInt(v, 10) == s
 	}
 	if in.floats {
-		_, err := strconv.ParseFloat(s, 64)
-		in.floats = err == nil && !strings.ContainsAny(s, "nNiI") // no NaN / Inf words
+		// Only text the CSV writer gives back unchanged ("0.5", not "0.50"
+		// or "1.0"), so carried-through labels keep their exact digits.
+		f, err := strconv.ParseFloat(s, 64)
+		in.floats = err == nil && strconv.FormatFloat(f, 'g', -1, 64) == s
 	}
 	if in.bools {
-		in.bools = s == "true" || s == "false" || s == "TRUE" || s == "FALSE" || s == "True" || s == "False"
+		in.bools = s == "true" || s == "false"
 	}
 }
 

@@ -431,7 +431,7 @@ func textSink(t definitions.ValueType) sink {
 		case *array.Float64Builder:
 			return func(s string) { v, _ := strconv.ParseFloat(s, 64); x.Append(v) }, x.AppendNull
 		case *array.BooleanBuilder:
-			return func(s string) { x.Append(strings.EqualFold(s, "true")) }, x.AppendNull
+			return func(s string) { x.Append(s == "true") }, x.AppendNull
 		case *array.StringBuilder:
 			return x.Append, x.AppendNull
 		}
