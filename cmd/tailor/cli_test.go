@@ -139,6 +139,24 @@ func TestTourApplyIngestExport(t *testing.T) {
 		})
 	}
 
+	// A typed export serves as the entity file of the next one: keys,
+	// timestamps and labels are read from Parquet and Arrow too.
+	for _, format := range []string{"parquet", "arrow"} {
+		again := filepath.Join(dir, "again-"+format+".csv")
+		c.ok("export", "--entities", filepath.Join(dir, "out."+format), "--features", "customer_stats:orders_7d", "--full-names", "--out", again)
+		lines := strings.Split(strings.TrimSpace(readFile(t, again)), "\n")
+		wantLines := strings.Split(strings.TrimSpace(tourWant), "\n")
+		if len(lines) != len(wantLines) || lines[0] != wantLines[0]+",customer_stats__orders_7d" {
+			t.Fatalf("re-export from %s:\n%s", format, strings.Join(lines, "\n"))
+		}
+		for i := 1; i < len(lines); i++ {
+			orders := strings.Split(wantLines[i], ",")[4]
+			if lines[i] != wantLines[i]+","+orders {
+				t.Errorf("re-export from %s, row %d: %q, want %q", format, i, lines[i], wantLines[i]+","+orders)
+			}
+		}
+	}
+
 	// --full-names and --format override the extension.
 	full := filepath.Join(dir, "full.txt")
 	c.ok("export", "--entities", ents, "--features", "customer_stats:orders_7d", "--full-names", "--format", "csv", "--out", full)
