@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -21,7 +22,15 @@ import (
 	"github.com/tailorhq/tailor/featurestore/offline"
 )
 
+// defaultMemoryLimit is the CLI's soft Go heap limit unless GOMEMLIMIT
+// sets one: the streaming paths keep under 100 MB live, and the limit stops
+// garbage from piling up to twice that between collections.
+const defaultMemoryLimit = 160 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRoot(os.Stdout, os.Stderr).ExecuteContext(ctx)
 	stop()
