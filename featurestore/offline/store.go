@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -41,6 +42,9 @@ var ErrUnavailable = errors.New("clickhouse unavailable")
 // checks that it answers, and creates tailor's database and registry
 // tables if they are missing.
 func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
+	if !strings.Contains(dsn, "://") {
+		dsn = "clickhouse://" + dsn // a bare host:port means the native protocol
+	}
 	o, err := clickhouse.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse URL %q: %w", dsn, err)
