@@ -175,6 +175,7 @@ func (s *Store) UploadEntities(ctx context.Context, name string, src RecordSourc
 	}
 	tsIndex := -1
 	var cols []upload
+	inferred := map[int]*inference{} // by index in set.Columns
 	ddl := []string{"__tailor_row UInt64", "__tailor_ts DateTime"}
 	for i, f := range schema.Fields() {
 		chName := fmt.Sprintf("c%d", i)
@@ -190,7 +191,9 @@ func (s *Store) UploadEntities(ctx context.Context, name string, src RecordSourc
 			continue
 		}
 		if opt.InferTypes && (f.Type.ID() == arrow.STRING || f.Type.ID() == arrow.LARGE_STRING) {
-			cols = append(cols, upload{chName: chName, chType: "Nullable(String)", src: i, buf: newColumn(definitions.String, false), infer: &inference{ints: true, floats: true, bools: true}})
+			in := &inference{ints: true, floats: true, bools: true}
+			inferred[len(set.Columns)] = in
+			cols = append(cols, upload{chName: chName, chType: "Nullable(String)", src: i, buf: newColumn(definitions.String, false), infer: in})
 			set.Columns = append(set.Columns, EntityColumn{Name: f.Name, expr: chName, textual: true})
 			continue
 		}
@@ -330,15 +333,8 @@ func (s *Store) UploadEntities(ctx context.Context, name string, src RecordSourc
 		return nil, err
 	}
 	// Inferred types are known only once every value was seen.
-	ci := 0
-	for i := range set.Columns {
-		if set.Columns[i].textual {
-			for cols[ci].infer == nil {
-				ci++
-			}
-			set.Columns[i].Type = cols[ci].infer.result()
-			ci++
-		}
+	for i, in := range inferred {
+		set.Columns[i].Type = in.result()
 	}
 	return set, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -145,13 +146,12 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 
 	// Views in order of first reference, each with its requested features.
 	type viewPart struct {
+		idx   int
 		view  *definitions.FeatureView
 		feats []definitions.FeatureRef
 	}
 	var parts []*viewPart
 	byView := map[string]*viewPart{}
-	type featPos struct{ part, elem int }
-	var positions []featPos
 	for _, r := range refs {
 		v, ok := repo.View(r.View)
 		if !ok {
@@ -163,7 +163,7 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 		}
 		p := byView[v.Name]
 		if p == nil {
-			p = &viewPart{view: v}
+			p = &viewPart{idx: len(parts), view: v}
 			byView[v.Name] = p
 			parts = append(parts, p)
 		}
@@ -174,19 +174,16 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 		}
 		seen[name] = what
 		p.feats = append(p.feats, definitions.FeatureRef{View: v.Name, Feature: f.Name, Type: f.Type})
-		positions = append(positions, featPos{part: indexOf(parts, p), elem: len(p.feats)})
 		fields = append(fields, arrow.Field{Name: name, Type: arrowType(f.Type), Nullable: true})
 		sinks = append(sinks, newSink(f.Type, false))
-	}
-	for i, fp := range positions {
-		t := parts[fp.part].feats[fp.elem-1].Type
-		val := fmt.Sprintf("tupleElement(__v%d, %d)", fp.part, fp.elem)
-		if t.IsArray() {
+		// The view's subquery returns its features as one tuple; a view
+		// without a row for the entity row leaves __found at 0.
+		val := fmt.Sprintf("tupleElement(__v%d, %d)", p.idx, len(p.feats))
+		if f.Type.IsArray() {
 			exprs = append(exprs, val)
 		} else {
-			exprs = append(exprs, fmt.Sprintf("if(__found%d = 1, toNullable(%s), NULL)", fp.part, canonical(t, val)))
+			exprs = append(exprs, fmt.Sprintf("if(__found%d = 1, toNullable(%s), NULL)", p.idx, canonical(f.Type, val)))
 		}
-		_ = i
 	}
 
 	from := "(SELECT * FROM " + set.table.String() + ")"
@@ -221,15 +218,6 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 	return &Retrieval{rows: rows, schema: schema, rb: rb, sinks: sinks, dests: dests, batch: opt.BatchRows, sql: query}, nil
 }
 
-func indexOf[T comparable](s []T, v T) int {
-	for i := range s {
-		if s[i] == v {
-			return i
-		}
-	}
-	return -1
-}
-
 // viewJoinSQL is the subquery answering one view for every entity row: the
 // view's rows (left, streamed) joined to the entity keys (right, hashed),
 // time bounds applied, then the latest row per entity row by
@@ -258,7 +246,7 @@ func (s *Store) viewJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitio
 	var vals []string
 	for _, f := range feats {
 		vals = append(vals, quoteIdent(f.Feature))
-		if indexOf(leftCols, quoteIdent(f.Feature)) < 0 {
+		if !slices.Contains(leftCols, quoteIdent(f.Feature)) {
 			leftCols = append(leftCols, quoteIdent(f.Feature))
 		}
 	}
