@@ -142,7 +142,7 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 			break
 		}
 		if err != nil {
-			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
+			return IngestResult{}, err // readers name their file and line
 		}
 		n := int(rec.NumRows())
 		for i := 0; i < n; i++ {
