@@ -34,9 +34,6 @@ type Plan struct {
 	Changes []Change
 }
 
-// UpToDate reports whether the applied definitions already equal the new ones.
-func (p *Plan) UpToDate(applied string) bool { return p.Digest == applied && len(p.Changes) == 0 }
-
 // String renders the plan the way `tailor plan` prints it.
 func (p *Plan) String() string {
 	if len(p.Changes) == 0 {

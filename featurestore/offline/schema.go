@@ -2,7 +2,6 @@ package offline
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
@@ -70,7 +69,7 @@ func compatible(want definitions.ValueType, have string) bool {
 	case definitions.Bool:
 		return h == "UInt8" || h == "Bool"
 	case definitions.Timestamp:
-		return h == "DateTime" || strings.HasPrefix(h, "DateTime(") || strings.HasPrefix(h, "DateTime64(")
+		return timestampCompatible(have)
 	case definitions.ArrayFloat32:
 		return h == "Array(Float32)"
 	case definitions.ArrayInt64:
@@ -101,17 +100,9 @@ func timestampCompatible(have string) bool {
 	return h == "DateTime" || strings.HasPrefix(h, "DateTime(") || strings.HasPrefix(h, "DateTime64(")
 }
 
-var identRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
-// quoteIdent quotes a ClickHouse identifier. Names reaching SQL are validated
-// identifiers already; quoting keeps reserved words harmless.
+// quoteIdent quotes a ClickHouse identifier: definitions hold validated
+// identifiers, but entity queries may name columns anything.
 func quoteIdent(name string) string { return "`" + strings.ReplaceAll(name, "`", "\\`") + "`" }
-
-// quoteString quotes a ClickHouse string literal.
-func quoteString(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `'`, `\'`)
-	return "'" + r.Replace(s) + "'"
-}
 
 // tableRef is a fully qualified, quoted table name.
 type tableRef struct{ DB, Name string }
