@@ -384,24 +384,26 @@ func validate(r *Repo, p *parser) {
 	errorAt := func(pos Pos, object, format string, args ...any) {
 		p.errs = append(p.errs, &Error{Pos: pos, Object: object, Msg: fmt.Sprintf(format, args...)})
 	}
+	// duplicate records name's first definition, and reports a second one.
+	duplicate := func(seen map[string]Pos, name string, pos Pos, obj string) bool {
+		if first, dup := seen[name]; dup {
+			errorAt(pos, obj, "defined twice (first at %s)", first)
+			return true
+		}
+		seen[name] = pos
+		return false
+	}
 	entities := map[string]Pos{}
 	for _, e := range r.Entities {
-		obj := fmt.Sprintf("entity %q", e.Name)
-		if first, dup := entities[e.Name]; dup {
-			errorAt(e.Pos, obj, "defined twice (first at %s)", first)
-			continue
-		}
-		entities[e.Name] = e.Pos
+		duplicate(entities, e.Name, e.Pos, fmt.Sprintf("entity %q", e.Name))
 	}
 	views := map[string]Pos{}
 	for i := range r.FeatureViews {
 		v := &r.FeatureViews[i]
 		obj := fmt.Sprintf("feature_view %q", v.Name)
-		if first, dup := views[v.Name]; dup {
-			errorAt(v.Pos, obj, "defined twice (first at %s)", first)
+		if duplicate(views, v.Name, v.Pos, obj) {
 			continue
 		}
-		views[v.Name] = v.Pos
 		reserved := map[string]string{v.Source.TimestampField: "the event timestamp column"}
 		if v.Source.CreatedTimestampField != "" {
 			reserved[v.Source.CreatedTimestampField] = "the created timestamp column"
@@ -443,11 +445,9 @@ func validate(r *Repo, p *parser) {
 	services := map[string]Pos{}
 	for _, s := range r.FeatureServices {
 		obj := fmt.Sprintf("feature_service %q", s.Name)
-		if first, dup := services[s.Name]; dup {
-			errorAt(s.Pos, obj, "defined twice (first at %s)", first)
+		if duplicate(services, s.Name, s.Pos, obj) {
 			continue
 		}
-		services[s.Name] = s.Pos
 		for _, ref := range s.Features {
 			if _, err := r.ResolveRefs([]string{ref}); err != nil {
 				errorAt(s.Pos, obj, "%v", err)
