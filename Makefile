@@ -17,7 +17,7 @@ TAILOR_CACHE ?= $(HOME)/.cache/tailor
 ONNXRUNTIME_LIB ?= $(TAILOR_CACHE)/onnxruntime/libonnxruntime.so.1
 export TAILOR_CACHE ONNXRUNTIME_LIB
 
-.PHONY: build deps test demo bench generate lint
+.PHONY: build deps test demo bench generate check-generated lint
 
 build:
 	$(GO) build -o bin/tailor ./cmd/tailor
@@ -39,7 +39,7 @@ endef
 lint:
 	$(LINT)
 
-test: deps
+test: deps check-generated
 	$(LINT)
 	@race=$$($(GO) list $(RACE_PKGS)); \
 	rest=$$($(GO) list ./... | grep -vxF -f <(printf '%s\n' $$race) || true); \
@@ -59,5 +59,17 @@ bench: deps
 	mkdir -p $(dir $(BENCH_OUT))
 	$(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./... | tee $(BENCH_OUT)
 
+# Generated code (proto/gen) is committed; buf and the protoc plugins run
+# through `go tool`, pinned in go.mod.
 generate:
-	@echo "nothing to generate yet"
+	cd proto && $(GO) tool buf lint && $(GO) tool buf generate
+
+# check-generated regenerates and fails when the committed code was stale.
+check-generated: generate
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+		if ! git diff --quiet -- proto/gen || [ -n "$$(git ls-files --others --exclude-standard -- proto/gen)" ]; then \
+			echo "proto/gen is stale: run 'make generate' and commit the result" >&2; \
+			git status --short -- proto/gen >&2; \
+			exit 1; \
+		fi; \
+	fi
