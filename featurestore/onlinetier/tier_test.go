@@ -1,0 +1,241 @@
+package onlinetier
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"sync"
+	"testing"
+)
+
+func row(ev, cr int64, vals ...int64) *Row {
+	r := &Row{EventTS: ev, CreatedTS: cr, Values: make([]Value, 0, len(vals))}
+	for _, v := range vals {
+		r.Values = append(r.Values, Value{Int: v})
+	}
+	return r
+}
+
+func TestLatestRowWins(t *testing.T) {
+	tier := New(Options{BudgetBytes: 1 << 20, Shards: 4})
+	k := []byte("c1")
+	steps := []struct {
+		r      *Row
+		stored bool
+		want   int64
+	}{
+		{row(10, 1, 100), true, 100},
+		{row(9, 5, 90), false, 100},  // older event
+		{row(10, 0, 99), false, 100}, // same event, older created
+		{row(10, 2, 101), true, 101}, // same event, newer created
+		{row(10, 2, 102), true, 102}, // a full tie: the later write wins
+		{row(11, 0, 110), true, 110},
+	}
+	for i, s := range steps {
+		if got := tier.Put("v", k, s.r); got != s.stored {
+			t.Fatalf("step %d: Put stored = %v, want %v", i, got, s.stored)
+		}
+		got, ok := tier.Get("v", k)
+		if !ok || got.Values[0].Int != s.want {
+			t.Fatalf("step %d: Get = %+v %v, want %d", i, got, ok, s.want)
+		}
+	}
+	// Views and keys are separate namespaces, including keys that look
+	// like another view's prefix.
+	if _, ok := tier.Get("w", k); ok {
+		t.Fatal("view w sees view v's row")
+	}
+	tier.Put("v\x00c", []byte("1"), row(1, 1, 7))
+	if got, _ := tier.Get("v", k); got.Values[0].Int != 110 {
+		t.Fatal("a crafted view name collided with another key")
+	}
+	tier.Delete("v", k)
+	if _, ok := tier.Get("v", k); ok {
+		t.Fatal("deleted key still cached")
+	}
+}
+
+// model is a naive single-shard LRU with a byte budget: the oracle.
+type model struct {
+	budget int64
+	order  []string // most recent first
+	sizes  map[string]int64
+	rows   map[string]*Row
+	total  int64
+}
+
+func (m *model) touch(k string) {
+	for i, o := range m.order {
+		if o == k {
+			m.order = append(m.order[:i], m.order[i+1:]...)
+			break
+		}
+	}
+	m.order = append([]string{k}, m.order...)
+}
+
+func (m *model) put(k string, r *Row, sz int64) bool {
+	if old, ok := m.rows[k]; ok {
+		if !r.newer(old) {
+			return false
+		}
+		m.total -= m.sizes[k]
+	}
+	m.rows[k], m.sizes[k] = r, sz
+	m.total += sz
+	m.touch(k)
+	for m.total > m.budget && len(m.order) > 1 {
+		last := m.order[len(m.order)-1]
+		m.order = m.order[:len(m.order)-1]
+		m.total -= m.sizes[last]
+		delete(m.rows, last)
+		delete(m.sizes, last)
+	}
+	return true
+}
+
+func (m *model) get(k string) (*Row, bool) {
+	r, ok := m.rows[k]
+	if ok {
+		m.touch(k)
+	}
+	return r, ok
+}
+
+// TestMatchesNaiveLRU drives one shard and the naive model with the same
+// random operations: same hits, same rows, same bytes, every step.
+func TestMatchesNaiveLRU(t *testing.T) {
+	for seed := range uint64(20) {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		budget := int64(2000 + rng.IntN(6000))
+		tier := New(Options{BudgetBytes: budget, Shards: 1})
+		m := &model{budget: budget, sizes: map[string]int64{}, rows: map[string]*Row{}}
+		var hits, misses uint64
+		for step := range 3000 {
+			k := fmt.Sprintf("key-%d", rng.IntN(60))
+			if rng.IntN(2) == 0 {
+				r := row(int64(rng.IntN(20)), int64(rng.IntN(3)), int64(step))
+				if rng.IntN(4) == 0 {
+					r.Values = append(r.Values, Value{Str: string(make([]byte, rng.IntN(500)))})
+				}
+				full := append(append([]byte("v"), 0), k...)
+				want := m.put(k, r, size(full, r))
+				if got := tier.Put("v", []byte(k), r); got != want {
+					t.Fatalf("seed %d step %d: Put(%s) = %v, model %v", seed, step, k, got, want)
+				}
+			} else {
+				want, wok := m.get(k)
+				got, ok := tier.Get("v", []byte(k))
+				if ok != wok || (ok && got != want) {
+					t.Fatalf("seed %d step %d: Get(%s) = %v %v, model %v %v", seed, step, k, got, ok, want, wok)
+				}
+				if ok {
+					hits++
+				} else {
+					misses++
+				}
+			}
+			st := tier.Stats()
+			if st.Bytes != m.total || st.Entries != len(m.rows) {
+				t.Fatalf("seed %d step %d: %d bytes in %d entries, model %d in %d", seed, step, st.Bytes, st.Entries, m.total, len(m.rows))
+			}
+		}
+		if st := tier.Stats(); st.Hits != hits || st.Misses != misses {
+			t.Fatalf("seed %d: counters %+v, want %d hits %d misses", seed, st, hits, misses)
+		}
+	}
+}
+
+// TestBudgetHoldsAcrossShards: bytes stay within the budget plus at most
+// one entry per shard, and what is cached is always the latest row.
+func TestBudgetHoldsAcrossShards(t *testing.T) {
+	const budget = 64 << 10
+	tier := New(Options{BudgetBytes: budget, Shards: 8})
+	latest := map[string]*Row{}
+	rng := rand.New(rand.NewPCG(3, 3))
+	var maxEntry int64
+	for i := range 20000 {
+		k := fmt.Sprint(rng.IntN(5000))
+		r := row(int64(i), 0, int64(i))
+		latest[k] = r
+		tier.Put("v", []byte(k), r)
+		maxEntry = max(maxEntry, size(append([]byte("v\x00"), k...), r))
+		if st := tier.Stats(); st.Bytes > budget+8*maxEntry {
+			t.Fatalf("step %d: %d bytes cached, budget %d", i, st.Bytes, budget)
+		}
+	}
+	st := tier.Stats()
+	if st.Evictions == 0 || st.Entries == 0 {
+		t.Fatalf("stats %+v: the budget never evicted", st)
+	}
+	for k, want := range latest {
+		if got, ok := tier.Get("v", []byte(k)); ok && got != want {
+			t.Fatalf("key %s: cached row %+v is not the latest %+v", k, got, want)
+		}
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	tier := New(Options{BudgetBytes: 1 << 16, Shards: 4})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 5000 {
+				k := []byte(fmt.Sprint((i * (g + 1)) % 300))
+				if i%3 == 0 {
+					tier.Put("v", k, row(int64(i), int64(g), int64(i)))
+				} else if r, ok := tier.Get("v", k); ok && !reflect.DeepEqual(r.Values[0], Value{Int: r.EventTS}) {
+					t.Errorf("row %+v holds another row's value", r)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func BenchmarkGetHit(b *testing.B) {
+	tier := New(Options{})
+	keys := make([][]byte, 1024)
+	for i := range keys {
+		keys[i] = []byte(fmt.Sprintf("customer-%06d", i))
+		tier.Put("customer_stats", keys[i], row(1, 1, make([]int64, 20)...))
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if _, ok := tier.Get("customer_stats", keys[i&1023]); !ok {
+				b.Fatal("miss")
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkEntryOverhead reports bytes of heap per cached entry, row
+// included, against the payload it holds (20 int64 features, 160 bytes),
+// and what the tier accounts for it against its budget.
+func BenchmarkEntryOverhead(b *testing.B) {
+	for range b.N {
+		const n = 100_000
+		keys := make([][]byte, n)
+		for i := range keys {
+			keys[i] = []byte(fmt.Sprintf("customer-%06d", i))
+		}
+		var before, after runtimeMem
+		before.read()
+		tier := New(Options{})
+		for i := range keys {
+			tier.Put("customer_stats", keys[i], row(1, 1, make([]int64, 20)...))
+		}
+		after.read()
+		payload := float64(20 * 8)
+		perEntry := float64(after.heap-before.heap) / n
+		b.ReportMetric(perEntry, "heap_B/entry")
+		b.ReportMetric(perEntry/payload, "x_payload")
+		b.ReportMetric(float64(tier.Stats().Bytes)/n, "accounted_B/entry")
+	}
+}
