@@ -85,6 +85,16 @@ func (s *Store) Applied(ctx context.Context) (*AppliedVersion, error) {
 	return &av, nil
 }
 
+// LatestVersion returns the number of the latest applied definitions (0:
+// none), a cheap query for servers watching for new definitions.
+func (s *Store) LatestVersion(ctx context.Context) (uint64, error) {
+	var v uint64
+	if err := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(version) FROM %s.definitions", quoteIdent(s.db))).Scan(&v); err != nil {
+		return 0, fmt.Errorf("read definitions version: %w", err)
+	}
+	return v, nil
+}
+
 // Plan compares repo with the applied definitions and the tables in
 // ClickHouse, and returns what Apply would change. It changes nothing.
 // Changes that would break stored data (a key or a type) are refused with
