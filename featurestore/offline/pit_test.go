@@ -157,6 +157,14 @@ type viewRow struct {
 // oracle answers a point-in-time lookup by scanning every row: the
 // definition of DESIGN.md, written as plainly as possible.
 func oracle(rows []viewRow, keys []any, t time.Time, ttl time.Duration, nFeatures int) []any {
+	if best := oracleRow(rows, keys, t, ttl); best != nil {
+		return best.values
+	}
+	return make([]any, nFeatures)
+}
+
+// oracleRow is the row the rule picks, or nil.
+func oracleRow(rows []viewRow, keys []any, t time.Time, ttl time.Duration) *viewRow {
 	var best *viewRow
 	for i := range rows {
 		r := &rows[i]
@@ -170,11 +178,7 @@ func oracle(rows []viewRow, keys []any, t time.Time, ttl time.Duration, nFeature
 			best = r
 		}
 	}
-	if best == nil {
-		out := make([]any, nFeatures)
-		return out
-	}
-	return best.values
+	return best
 }
 
 const pitRepo = `
@@ -388,5 +392,35 @@ func checkPIT(t *testing.T, rng *rand.Rand, repo *definitions.Repo) {
 	}
 	if mismatches > 0 {
 		t.Fatalf("%d of %d rows differ from the oracle", mismatches, len(ent.rows))
+	}
+
+	// Latest answers the same rule at one instant for whole key sets, as
+	// the online tier's read-through does.
+	at := base.Add(time.Duration(rng.IntN(4*3600)) * time.Second)
+	keySets := map[string][][]any{
+		"cust":      {{customers[0]}, {customers[1]}, {customers[2]}, {customers[3]}, {customers[4]}},
+		"prod":      {{products[0]}, {products[1]}, {products[2]}, {products[3]}, {products[4]}},
+		"cust_prod": {{customers[0], products[0]}, {customers[1], products[1]}, {customers[2], products[3]}, {customers[4], products[0]}},
+	}
+	for view, keys := range keySets {
+		fv, _ := repo.View(view)
+		got, err := s.Latest(ctx, repo, fv, keys, at)
+		if err != nil {
+			t.Fatalf("latest %s: %v", view, err)
+		}
+		byKey := map[string]offline.LatestRow{}
+		for _, r := range got {
+			byKey[fmt.Sprint(r.Keys)] = r
+		}
+		for _, k := range keys {
+			want := oracleRow(stored[view], k, at, 0)
+			r, ok := byKey[fmt.Sprint(k)]
+			switch {
+			case ok != (want != nil):
+				t.Errorf("latest %s %v at %s: found %v, oracle found %v", view, k, at, ok, want != nil)
+			case ok && (!reflect.DeepEqual(r.Values, want.values) || r.EventTS != want.event.Unix() || r.CreatedTS != want.created.Unix()):
+				t.Errorf("latest %s %v at %s:\n got  %v at %d/%d\n want %v at %s/%s", view, k, at, r.Values, r.EventTS, r.CreatedTS, want.values, want.event, want.created)
+			}
+		}
 	}
 }

@@ -1,0 +1,195 @@
+package offline
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
+)
+
+// LatestRow is the latest row of one entity key of a view at some instant.
+type LatestRow struct {
+	// Keys are the join key values in the view's entity order (string or
+	// int64).
+	Keys []any
+	// EventTS and CreatedTS are Unix seconds.
+	EventTS, CreatedTS int64
+	// Values are the view's features in definition order: nil for null,
+	// else int32, int64, float32, float64, string, bool, time.Time,
+	// []float32, []int64 or []string.
+	Values []any
+}
+
+// Latest returns, for each of keys that has one, the row of view v the
+// point-in-time rule picks at instant at: the greatest (event_ts,
+// created_ts) with event_ts <= at. The ttl is not applied; callers judge
+// age at read time. Each key is a tuple of join key values in the view's
+// entity order.
+func (s *Store) Latest(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, keys [][]any, at time.Time) ([]LatestRow, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	ents := repo.JoinKeys(v)
+	var keyCols []string
+	for _, e := range ents {
+		keyCols = append(keyCols, quoteIdent(e.JoinKey))
+	}
+	tuples := make([]string, len(keys))
+	for i, k := range keys {
+		if len(k) != len(ents) {
+			return nil, fmt.Errorf("key %d of view %q has %d parts, want %d", i, v.Name, len(k), len(ents))
+		}
+		parts := make([]string, len(k))
+		for j, part := range k {
+			switch x := part.(type) {
+			case string:
+				parts[j] = quoteLiteral(x)
+			case int64:
+				parts[j] = strconv.FormatInt(x, 10)
+			default:
+				return nil, fmt.Errorf("key %d of view %q: %T is not a join key value", i, v.Name, part)
+			}
+		}
+		tuples[i] = "(" + strings.Join(parts, ", ") + ")"
+	}
+	ts := quoteIdent(v.Source.TimestampField)
+	created := "toUInt64(0)"
+	if cf := createdField(v); cf != "" {
+		created = "toUInt64(toUnixTimestamp(" + quoteIdent(cf) + "))"
+	}
+	version := fmt.Sprintf("toUInt64(toUnixTimestamp(%s)) * 4294967296 + %s", ts, created)
+	var feats []string
+	for _, f := range v.Features {
+		feats = append(feats, quoteIdent(f.Name))
+	}
+	query := fmt.Sprintf("SELECT %s FROM %s WHERE %s <= toDateTime(%d) AND (%s) IN (%s) GROUP BY %s",
+		strings.Join(append(append([]string{}, keyCols...), latestAggs(v, version, feats)...), ", "),
+		s.viewTable(v), ts, at.Unix(), strings.Join(keyCols, ", "), strings.Join(tuples, ", "), strings.Join(keyCols, ", "))
+	rows, err := s.conn.Query(ctx, query)
+	if err != nil {
+		return nil, fmt.Errorf("latest rows of %s: %w", v.Name, err)
+	}
+	defer rows.Close()
+	var out []LatestRow
+	for rows.Next() {
+		dests := make([]any, 0, len(ents)+1+len(v.Features))
+		keyVals := make([]any, len(ents))
+		for j, e := range ents {
+			if e.Type == definitions.Int64 {
+				keyVals[j] = new(int64)
+			} else {
+				keyVals[j] = new(string)
+			}
+			dests = append(dests, keyVals[j])
+		}
+		var ver uint64
+		dests = append(dests, &ver)
+		vals := make([]any, len(v.Features))
+		for j, f := range v.Features {
+			vals[j] = scanTarget(f.Type)
+			dests = append(dests, vals[j])
+		}
+		if err := rows.Scan(dests...); err != nil {
+			return nil, fmt.Errorf("latest rows of %s: %w", v.Name, err)
+		}
+		lr := LatestRow{EventTS: int64(ver >> 32), CreatedTS: int64(ver & 0xFFFFFFFF), Keys: make([]any, len(ents)), Values: make([]any, len(v.Features))}
+		for j := range keyVals {
+			switch x := keyVals[j].(type) {
+			case *int64:
+				lr.Keys[j] = *x
+			case *string:
+				lr.Keys[j] = *x
+			}
+		}
+		for j, f := range v.Features {
+			lr.Values[j] = scannedValue(f.Type, vals[j])
+		}
+		out = append(out, lr)
+	}
+	return out, rows.Err()
+}
+
+// latestAggs are the aggregates of a latest-row query: the version
+// (event_ts << 32 | created_ts) and each feature of the winning row.
+func latestAggs(v *definitions.FeatureView, version string, feats []string) []string {
+	aggs := []string{"max(" + version + ")"}
+	winner := fmt.Sprintf("argMax(tuple(%s), %s)", strings.Join(feats, ", "), version)
+	for j, f := range v.Features {
+		val := fmt.Sprintf("tupleElement(%s, %d)", winner, j+1)
+		if f.Type.IsArray() {
+			aggs = append(aggs, val)
+		} else {
+			aggs = append(aggs, "toNullable("+canonical(f.Type, val)+")")
+		}
+	}
+	return aggs
+}
+
+func scanTarget(t definitions.ValueType) any {
+	switch t {
+	case definitions.Int32:
+		return new(*int32)
+	case definitions.Int64, definitions.Timestamp:
+		return new(*int64)
+	case definitions.Float32:
+		return new(*float32)
+	case definitions.Float64:
+		return new(*float64)
+	case definitions.Bool:
+		return new(*uint8)
+	case definitions.ArrayFloat32:
+		return new([]float32)
+	case definitions.ArrayInt64:
+		return new([]int64)
+	case definitions.ArrayString:
+		return new([]string)
+	}
+	return new(*string)
+}
+
+func scannedValue(t definitions.ValueType, dest any) any {
+	switch d := dest.(type) {
+	case **int32:
+		if *d != nil {
+			return **d
+		}
+	case **int64:
+		if *d != nil {
+			if t == definitions.Timestamp {
+				return time.UnixMicro(**d).UTC()
+			}
+			return **d
+		}
+	case **float32:
+		if *d != nil {
+			return **d
+		}
+	case **float64:
+		if *d != nil {
+			return **d
+		}
+	case **uint8:
+		if *d != nil {
+			return **d != 0
+		}
+	case **string:
+		if *d != nil {
+			return **d
+		}
+	case *[]float32:
+		return *d
+	case *[]int64:
+		return *d
+	case *[]string:
+		return *d
+	}
+	return nil
+}
+
+// quoteLiteral quotes a ClickHouse string literal.
+func quoteLiteral(s string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
+}
