@@ -6,6 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -120,11 +123,6 @@ feature_services:`, 1)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// The online RPCs are not built yet and say so with the right code.
-	_, err = client.GetOnlineFeatures(ctx, connect.NewRequest(&featurestorev1.GetOnlineFeaturesRequest{}))
-	if connect.CodeOf(err) != connect.CodeUnimplemented {
-		t.Fatalf("GetOnlineFeatures: %v", err)
-	}
 	if err := stop(); err != nil {
 		t.Fatalf("graceful stop: %v", err)
 	}
@@ -162,4 +160,96 @@ func httpGet(t *testing.T, url string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func TestServeGetOnlineFeatures(t *testing.T) {
+	c, dir := tourSetup(t)
+	// A fresh row, inside customer_stats' 48h ttl.
+	now := time.Now().UTC().Truncate(time.Second)
+	fresh := filepath.Join(dir, "fresh.csv")
+	writeFile(t, fresh, "customer_id,event_ts,orders_7d,spend,segment\nc5,"+now.Add(-time.Hour).Format(time.RFC3339)+",42,1.5,\n")
+	c.ok("ingest", "customer_stats", fresh)
+	base, _ := startServe(t, c)
+	ctx := context.Background()
+	client := featurestorev1connect.NewFeatureServiceClient(h2cClient(), base)
+	str := func(s string) *featurestorev1.Value {
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: s}}
+	}
+	i64 := func(n int64) *featurestorev1.Value {
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_Int64Value{Int64Value: n}}
+	}
+	row := func(cust string, prod int64) *featurestorev1.EntityRow {
+		return &featurestorev1.EntityRow{Keys: map[string]*featurestorev1.Value{"customer_id": str(cust), "product_id": i64(prod)}}
+	}
+	req := &featurestorev1.GetOnlineFeaturesRequest{
+		Features: &featurestorev1.GetOnlineFeaturesRequest_FeatureService{FeatureService: "svc"},
+		Entities: []*featurestorev1.EntityRow{row("c5", 9007199254740993), row("c1", 9007199254740993), row("c3", 9007199254740994)},
+	}
+	// Twice: the first read goes through to ClickHouse, the second is
+	// answered by the tier; both must be the same.
+	for pass := range 2 {
+		resp, err := client.GetOnlineFeatures(ctx, connect.NewRequest(req))
+		if err != nil {
+			t.Fatalf("pass %d: %v", pass, err)
+		}
+		if got := strings.Join(resp.Msg.GetFeatureNames(), ","); got != "orders_7d,spend,segment,popularity" {
+			t.Fatalf("feature names %s", got)
+		}
+		type cell struct {
+			status featurestorev1.FeatureStatus
+			value  string
+		}
+		var got [][]cell
+		for _, r := range resp.Msg.GetRows() {
+			var cells []cell
+			for _, v := range r.GetValues() {
+				val := "null"
+				if v.GetValue() != nil {
+					val = v.GetValue().String()
+				}
+				cells = append(cells, cell{v.GetStatus(), val})
+			}
+			got = append(got, cells)
+		}
+		present, outside, missing := featurestorev1.FeatureStatus_FEATURE_STATUS_PRESENT, featurestorev1.FeatureStatus_FEATURE_STATUS_OUTSIDE_MAX_AGE, featurestorev1.FeatureStatus_FEATURE_STATUS_NOT_FOUND
+		pop := (&featurestorev1.Value{Kind: &featurestorev1.Value_Float32Value{Float32Value: 0.25}}).String()
+		want := [][]cell{
+			{{present, i64(42).String()}, {present, (&featurestorev1.Value{Kind: &featurestorev1.Value_Float64Value{Float64Value: 1.5}}).String()}, {present, "null"}, {present, pop}},
+			{{outside, "null"}, {outside, "null"}, {outside, "null"}, {present, pop}},
+			{{missing, "null"}, {missing, "null"}, {missing, "null"}, {missing, "null"}},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("pass %d:\n got  %v\n want %v", pass, got, want)
+		}
+		if ts := resp.Msg.GetRows()[0].GetValues()[0].GetEventTimestamp().AsTime(); !ts.Equal(now.Add(-time.Hour)) {
+			t.Fatalf("event time %s, want %s", ts, now.Add(-time.Hour))
+		}
+	}
+	bad := []struct {
+		name string
+		req  *featurestorev1.GetOnlineFeaturesRequest
+		code connect.Code
+		want string
+	}{
+		{"unknown feature", &featurestorev1.GetOnlineFeaturesRequest{Features: &featurestorev1.GetOnlineFeaturesRequest_FeatureRefs{FeatureRefs: &featurestorev1.FeatureRefs{Refs: []string{"customer_stats:nope"}}}, Entities: req.Entities}, connect.CodeInvalidArgument, `"customer_stats:nope"`},
+		{"unknown service", &featurestorev1.GetOnlineFeaturesRequest{Features: &featurestorev1.GetOnlineFeaturesRequest_FeatureService{FeatureService: "nope"}}, connect.CodeInvalidArgument, `"nope"`},
+		{"missing key", &featurestorev1.GetOnlineFeaturesRequest{Features: req.Features, Entities: []*featurestorev1.EntityRow{{Keys: map[string]*featurestorev1.Value{"customer_id": str("c1")}}}}, connect.CodeInvalidArgument, `"product_id"`},
+		{"wrong key type", &featurestorev1.GetOnlineFeaturesRequest{Features: req.Features, Entities: []*featurestorev1.EntityRow{{Keys: map[string]*featurestorev1.Value{"customer_id": i64(1), "product_id": i64(1)}}}}, connect.CodeInvalidArgument, `"customer_id"`},
+		{"too many rows", &featurestorev1.GetOnlineFeaturesRequest{Features: req.Features, Entities: make([]*featurestorev1.EntityRow, 10_001)}, connect.CodeResourceExhausted, "10000"},
+	}
+	for _, b := range bad {
+		t.Run(b.name, func(t *testing.T) {
+			_, err := client.GetOnlineFeatures(ctx, connect.NewRequest(b.req))
+			if connect.CodeOf(err) != b.code || !strings.Contains(err.Error(), b.want) {
+				t.Fatalf("error %v, want code %s naming %s", err, b.code, b.want)
+			}
+		})
+	}
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -18,27 +18,29 @@ import (
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/onlinestore"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
 )
 
-// Server is the FeatureService handler. The online RPCs (GetOnlineFeatures,
-// Push, Materialize) are not implemented yet and answer Unimplemented.
+// Server is the FeatureService handler. Push and Materialize are not
+// implemented yet and answer Unimplemented.
 type Server struct {
 	featurestorev1connect.UnimplementedFeatureServiceHandler
 
 	store   *offline.Store
+	online  *onlinestore.Store
 	log     *slog.Logger
 	defs    atomic.Pointer[offline.AppliedVersion]
 	reloads *prometheus.CounterVec
 }
 
 // New loads the applied definitions (none is fine) and returns the server.
-func New(ctx context.Context, store *offline.Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
+func New(ctx context.Context, store *offline.Store, online *onlinestore.Store, reg prometheus.Registerer, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{store: store, log: log, reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+	s := &Server{store: store, online: online, log: log, reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tailor_definitions_reloads_total", Help: "Definition reloads, by result.",
 	}, []string{"result"})}
 	if reg != nil {

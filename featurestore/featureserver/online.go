@@ -1,0 +1,129 @@
+package featureserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/onlinestore"
+	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
+)
+
+// MaxEntityRows bounds the entity rows of one GetOnlineFeatures call.
+const MaxEntityRows = 10_000
+
+// GetOnlineFeatures answers the latest features of each entity row.
+func (s *Server) GetOnlineFeatures(ctx context.Context, req *connect.Request[featurestorev1.GetOnlineFeaturesRequest]) (*connect.Response[featurestorev1.GetOnlineFeaturesResponse], error) {
+	av := s.defs.Load()
+	msg := req.Msg
+	var refs []definitions.FeatureRef
+	var err error
+	switch f := msg.GetFeatures().(type) {
+	case *featurestorev1.GetOnlineFeaturesRequest_FeatureService:
+		refs, err = av.Repo.ResolveService(f.FeatureService)
+	case *featurestorev1.GetOnlineFeaturesRequest_FeatureRefs:
+		refs, err = av.Repo.ResolveRefs(f.FeatureRefs.GetRefs())
+		if err == nil && len(refs) == 0 {
+			err = errors.New("no feature references given")
+		}
+	default:
+		err = errors.New("name a feature_service or give feature_refs")
+	}
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if n := len(msg.GetEntities()); n > MaxEntityRows {
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d entity rows in one request; the limit is %d", n, MaxEntityRows))
+	}
+	rows := make([]map[string]any, len(msg.GetEntities()))
+	for i, e := range msg.GetEntities() {
+		rows[i] = make(map[string]any, len(e.GetKeys()))
+		for k, v := range e.GetKeys() {
+			switch x := v.GetKind().(type) {
+			case *featurestorev1.Value_StringValue:
+				rows[i][k] = x.StringValue
+			case *featurestorev1.Value_Int64Value:
+				rows[i][k] = x.Int64Value
+			case *featurestorev1.Value_Int32Value:
+				rows[i][k] = int64(x.Int32Value)
+			default:
+				return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("entity row %d: join key %q must be a string or an integer", i, k))
+			}
+		}
+	}
+	results, err := s.online.Get(ctx, av.Repo, refs, rows)
+	if err != nil {
+		var ke *onlinestore.KeyError
+		switch {
+		case errors.As(err, &ke):
+			return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		case ctx.Err() != nil:
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+		default:
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("offline store: %w", err))
+		}
+	}
+	out := &featurestorev1.GetOnlineFeaturesResponse{Rows: make([]*featurestorev1.OnlineRow, len(results))}
+	for _, r := range refs {
+		out.FeatureNames = append(out.FeatureNames, offline.OutputName(r, msg.GetFullFeatureNames()))
+	}
+	for i, row := range results {
+		vals := make([]*featurestorev1.FeatureValue, len(row))
+		for j, res := range row {
+			fv := &featurestorev1.FeatureValue{Status: status(res.Status)}
+			if !res.EventTS.IsZero() {
+				fv.EventTimestamp = timestamppb.New(res.EventTS)
+			}
+			if res.Status == onlinestore.Present && res.Value != nil {
+				fv.Value = protoValue(res.Value)
+			}
+			vals[j] = fv
+		}
+		out.Rows[i] = &featurestorev1.OnlineRow{Values: vals}
+	}
+	return connect.NewResponse(out), nil
+}
+
+func status(s onlinestore.Status) featurestorev1.FeatureStatus {
+	switch s {
+	case onlinestore.Present:
+		return featurestorev1.FeatureStatus_FEATURE_STATUS_PRESENT
+	case onlinestore.NotFound:
+		return featurestorev1.FeatureStatus_FEATURE_STATUS_NOT_FOUND
+	case onlinestore.OutsideMaxAge:
+		return featurestorev1.FeatureStatus_FEATURE_STATUS_OUTSIDE_MAX_AGE
+	}
+	return featurestorev1.FeatureStatus_FEATURE_STATUS_UNSPECIFIED
+}
+
+func protoValue(v any) *featurestorev1.Value {
+	switch x := v.(type) {
+	case int32:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_Int32Value{Int32Value: x}}
+	case int64:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_Int64Value{Int64Value: x}}
+	case float32:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_Float32Value{Float32Value: x}}
+	case float64:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_Float64Value{Float64Value: x}}
+	case string:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: x}}
+	case bool:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_BoolValue{BoolValue: x}}
+	case time.Time:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_TimestampValue{TimestampValue: timestamppb.New(x)}}
+	case []float32:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_Float32ListValue{Float32ListValue: &featurestorev1.Float32List{Values: x}}}
+	case []int64:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_Int64ListValue{Int64ListValue: &featurestorev1.Int64List{Values: x}}}
+	case []string:
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_StringListValue{StringListValue: &featurestorev1.StringList{Values: x}}}
+	}
+	return nil
+}

@@ -1,0 +1,385 @@
+// Package onlinestore answers online feature lookups: from the online tier
+// when it holds the key, else read through from the offline store (the
+// latest row by the point-in-time rule at now), with concurrent misses of
+// the same key collapsed into one query and absent keys remembered
+// briefly. A bounded tier therefore never answers a wrong NOT_FOUND.
+package onlinestore
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/onlinetier"
+)
+
+// Status says why a value is what it is.
+type Status int
+
+// The statuses of a looked-up value.
+const (
+	// Present: the key's latest row holds the value (possibly null).
+	Present Status = iota + 1
+	// NotFound: the view has no row for the key.
+	NotFound
+	// OutsideMaxAge: the latest row is older than the view's ttl.
+	OutsideMaxAge
+)
+
+// Result is one feature of one entity row.
+type Result struct {
+	// Value is nil for null, else int32, int64, float32, float64, string,
+	// bool, time.Time, []float32, []int64 or []string; nil unless Present.
+	Value   any
+	Status  Status
+	EventTS time.Time
+}
+
+// KeyError is an entity row whose join keys do not fit a requested view.
+type KeyError struct {
+	Row int
+	Msg string
+}
+
+func (e *KeyError) Error() string { return fmt.Sprintf("entity row %d: %s", e.Row, e.Msg) }
+
+// Options tunes a Store.
+type Options struct {
+	// MissTTL is how long a key known to have no row is remembered
+	// (default 1s).
+	MissTTL time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Store looks up online features.
+type Store struct {
+	off  *offline.Store
+	tier *onlinetier.Tier
+	opt  Options
+
+	mu       sync.Mutex
+	inflight map[string]*load
+
+	readThroughs atomic.Uint64
+}
+
+// ReadThroughs counts the queries sent to the offline store for keys the
+// tier did not hold.
+func (s *Store) ReadThroughs() uint64 { return s.readThroughs.Load() }
+
+// load is one key's read-through in flight; waiters take its row from
+// here, not from the tier, which may already have evicted it.
+type load struct {
+	done chan struct{}
+	row  *onlinetier.Row // nil: the view has no row for the key
+	err  error
+}
+
+// New returns a store reading through tier to off.
+func New(off *offline.Store, tier *onlinetier.Tier, opt Options) *Store {
+	if opt.MissTTL <= 0 {
+		opt.MissTTL = time.Second
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	return &Store{off: off, tier: tier, opt: opt, inflight: map[string]*load{}}
+}
+
+// absentEvent marks a cached "no row" entry; its CreatedTS holds when the
+// absence was observed (Unix nanoseconds).
+const absentEvent = math.MinInt64
+
+// Get answers refs for each entity row, given as join key -> value (string
+// or int64). The answer has one slice per row, in refs order.
+func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definitions.FeatureRef, rows []map[string]any) ([][]Result, error) {
+	now := s.opt.Now()
+	out := make([][]Result, len(rows))
+	for i := range out {
+		out[i] = make([]Result, len(refs))
+	}
+	// One pass per view: its keys, one read-through query for its misses.
+	views := map[string][]int{} // view -> positions in refs
+	var order []string
+	for i, r := range refs {
+		if _, ok := views[r.View]; !ok {
+			order = append(order, r.View)
+		}
+		views[r.View] = append(views[r.View], i)
+	}
+	for _, name := range order {
+		v, ok := repo.View(name)
+		if !ok {
+			return nil, fmt.Errorf("unknown feature view %q", name)
+		}
+		ents := repo.JoinKeys(v)
+		keys := make([][]byte, len(rows))
+		tuples := make([][]any, len(rows))
+		for i, row := range rows {
+			var err error
+			if tuples[i], keys[i], err = encodeKey(ents, row); err != nil {
+				return nil, &KeyError{Row: i, Msg: fmt.Sprintf("feature view %q: %v", v.Name, err)}
+			}
+		}
+		found, err := s.rows(ctx, repo, v, keys, tuples, now)
+		if err != nil {
+			return nil, err
+		}
+		featIndex := map[string]int{}
+		for j, f := range v.Features {
+			featIndex[f.Name] = j
+		}
+		for i := range rows {
+			r := found[i]
+			for _, p := range views[name] {
+				res := &out[i][p]
+				switch {
+				case r == nil:
+					res.Status = NotFound
+				case v.TTL > 0 && now.Sub(time.Unix(r.EventTS, 0)) > v.TTL:
+					res.Status, res.EventTS = OutsideMaxAge, time.Unix(r.EventTS, 0).UTC()
+				default:
+					res.Status, res.EventTS = Present, time.Unix(r.EventTS, 0).UTC()
+					j := featIndex[refs[p].Feature]
+					if j < len(r.Values) {
+						res.Value = fromTier(v.Features[j].Type, r.Values[j])
+					}
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// rows returns the latest row of each key (nil when the view has none),
+// reading through for keys the tier does not hold.
+func (s *Store) rows(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, keys [][]byte, tuples [][]any, now time.Time) ([]*onlinetier.Row, error) {
+	found := make([]*onlinetier.Row, len(keys))
+	var missing []int
+	for i, k := range keys {
+		if r, ok := s.cached(v.Name, k, now); ok {
+			found[i] = r
+		} else {
+			missing = append(missing, i)
+		}
+	}
+	if len(missing) == 0 {
+		return found, nil
+	}
+	// Claim the keys nobody is loading; wait for the others.
+	loads := make(map[int]*load, len(missing))
+	var mine []int
+	claimed := map[string]*load{}
+	s.mu.Lock()
+	for _, i := range missing {
+		id := v.Name + "\x00" + string(keys[i])
+		if l, ok := claimed[id]; ok {
+			loads[i] = l
+			continue
+		}
+		l, ok := s.inflight[id]
+		if !ok {
+			l = &load{done: make(chan struct{})}
+			s.inflight[id] = l
+			mine = append(mine, i)
+		}
+		claimed[id], loads[i] = l, l
+	}
+	s.mu.Unlock()
+	if len(mine) > 0 {
+		got, err := s.readThrough(ctx, repo, v, keys, tuples, mine, now)
+		s.mu.Lock()
+		for _, i := range mine {
+			id := v.Name + "\x00" + string(keys[i])
+			l := s.inflight[id]
+			delete(s.inflight, id)
+			l.row, l.err = got[i], err
+			close(l.done)
+		}
+		s.mu.Unlock()
+	}
+	for _, i := range missing {
+		l := loads[i]
+		select {
+		case <-l.done:
+			if l.err != nil {
+				return nil, l.err
+			}
+			found[i] = l.row
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return found, nil
+}
+
+// cached returns the tier's row for key: (nil, true) for a fresh "no row"
+// mark, (nil, false) when the tier does not know.
+func (s *Store) cached(view string, key []byte, now time.Time) (*onlinetier.Row, bool) {
+	r, ok := s.tier.Get(view, key)
+	if !ok {
+		return nil, false
+	}
+	if r.EventTS == absentEvent {
+		if now.Sub(time.Unix(0, r.CreatedTS)) > s.opt.MissTTL {
+			return nil, false
+		}
+		return nil, true
+	}
+	return r, true
+}
+
+// readThrough loads the latest rows of keys[idx] in one query, caches
+// them (and the absence of the others), and returns them by index.
+func (s *Store) readThrough(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, keys [][]byte, tuples [][]any, idx []int, now time.Time) (map[int]*onlinetier.Row, error) {
+	ask := make([][]any, len(idx))
+	byKey := map[string]int{}
+	for n, i := range idx {
+		ask[n] = tuples[i]
+		byKey[string(keys[i])] = i
+	}
+	s.readThroughs.Add(1)
+	latest, err := s.off.Latest(ctx, repo, v, ask, now)
+	if err != nil {
+		return nil, err
+	}
+	got := make(map[int]*onlinetier.Row, len(idx))
+	for _, lr := range latest {
+		_, k, err := encodeTuple(lr.Keys)
+		if err != nil {
+			return nil, err
+		}
+		i, ok := byKey[string(k)]
+		if !ok {
+			continue
+		}
+		r := toTier(v, lr)
+		got[i] = r
+		s.tier.Put(v.Name, keys[i], r)
+	}
+	for _, i := range idx {
+		if got[i] == nil {
+			s.tier.Put(v.Name, keys[i], &onlinetier.Row{EventTS: absentEvent, CreatedTS: now.UnixNano()})
+		}
+	}
+	return got, nil
+}
+
+// encodeKey reads a view's join keys from an entity row and encodes them
+// for the tier.
+func encodeKey(ents []definitions.Entity, row map[string]any) ([]any, []byte, error) {
+	tuple := make([]any, len(ents))
+	for j, e := range ents {
+		val, ok := row[e.JoinKey]
+		if !ok {
+			return nil, nil, fmt.Errorf("missing join key %q (entity %q)", e.JoinKey, e.Name)
+		}
+		switch x := val.(type) {
+		case string:
+			if e.Type != definitions.String {
+				return nil, nil, fmt.Errorf("join key %q is %s, got the string %q", e.JoinKey, e.Type, x)
+			}
+		case int64:
+			if e.Type != definitions.Int64 {
+				return nil, nil, fmt.Errorf("join key %q is %s, got the integer %d", e.JoinKey, e.Type, x)
+			}
+		default:
+			return nil, nil, fmt.Errorf("join key %q has unsupported value %v", e.JoinKey, val)
+		}
+		tuple[j] = val
+	}
+	_, k, err := encodeTuple(tuple)
+	return tuple, k, err
+}
+
+// encodeTuple encodes key parts unambiguously: a string as its length and
+// bytes, an int64 as 8 big-endian bytes, each behind a type tag.
+func encodeTuple(parts []any) ([]any, []byte, error) {
+	var b []byte
+	for _, p := range parts {
+		switch x := p.(type) {
+		case string:
+			b = append(b, 's')
+			b = binary.AppendUvarint(b, uint64(len(x)))
+			b = append(b, x...)
+		case int64:
+			b = append(b, 'i')
+			b = binary.BigEndian.AppendUint64(b, uint64(x))
+		default:
+			return nil, nil, fmt.Errorf("%T is not a join key value", p)
+		}
+	}
+	return parts, b, nil
+}
+
+// toTier converts a row read from the offline store.
+func toTier(v *definitions.FeatureView, lr offline.LatestRow) *onlinetier.Row {
+	r := &onlinetier.Row{EventTS: lr.EventTS, CreatedTS: lr.CreatedTS, Values: make([]onlinetier.Value, len(lr.Values))}
+	for j, val := range lr.Values {
+		tv := &r.Values[j]
+		switch x := val.(type) {
+		case nil:
+			tv.Null = true
+		case int32:
+			tv.Int = int64(x)
+		case int64:
+			tv.Int = x
+		case bool:
+			if x {
+				tv.Int = 1
+			}
+		case time.Time:
+			tv.Int = x.UnixMicro()
+		case float32:
+			tv.Float = float64(x)
+		case float64:
+			tv.Float = x
+		case string:
+			tv.Str = x
+		case []float32:
+			tv.Floats = x
+		case []int64:
+			tv.Ints = x
+		case []string:
+			tv.Strs = x
+		}
+	}
+	return r
+}
+
+// fromTier converts a cached value back to its Go form.
+func fromTier(t definitions.ValueType, v onlinetier.Value) any {
+	if v.Null {
+		return nil
+	}
+	switch t {
+	case definitions.Int32:
+		return int32(v.Int)
+	case definitions.Int64:
+		return v.Int
+	case definitions.Bool:
+		return v.Int != 0
+	case definitions.Timestamp:
+		return time.UnixMicro(v.Int).UTC()
+	case definitions.Float32:
+		return float32(v.Float)
+	case definitions.Float64:
+		return v.Float
+	case definitions.String:
+		return v.Str
+	case definitions.ArrayFloat32:
+		return v.Floats
+	case definitions.ArrayInt64:
+		return v.Ints
+	case definitions.ArrayString:
+		return v.Strs
+	}
+	return nil
+}
