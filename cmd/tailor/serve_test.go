@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
@@ -251,5 +252,87 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestServePush(t *testing.T) {
+	c, _ := tourSetup(t)
+	base, _ := startServe(t, c)
+	ctx := context.Background()
+	client := featurestorev1connect.NewFeatureServiceClient(h2cClient(), base)
+	str := func(s string) *featurestorev1.Value {
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: s}}
+	}
+	i64 := func(n int64) *featurestorev1.Value {
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_Int64Value{Int64Value: n}}
+	}
+	f64 := func(f float64) *featurestorev1.Value {
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_Float64Value{Float64Value: f}}
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+	push := func(at time.Time, orders int64) error {
+		_, err := client.Push(ctx, connect.NewRequest(&featurestorev1.PushRequest{FeatureView: "customer_stats", Rows: []*featurestorev1.PushRow{{
+			Values:         map[string]*featurestorev1.Value{"customer_id": str("c1"), "orders_7d": i64(orders), "spend": f64(2.5)},
+			EventTimestamp: timestamppb.New(at),
+		}}}))
+		return err
+	}
+	get := func() (*featurestorev1.FeatureValue, error) {
+		resp, err := client.GetOnlineFeatures(ctx, connect.NewRequest(&featurestorev1.GetOnlineFeaturesRequest{
+			Features: &featurestorev1.GetOnlineFeaturesRequest_FeatureRefs{FeatureRefs: &featurestorev1.FeatureRefs{Refs: []string{"customer_stats:orders_7d"}}},
+			Entities: []*featurestorev1.EntityRow{{Keys: map[string]*featurestorev1.Value{"customer_id": str("c1")}}},
+		}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg.GetRows()[0].GetValues()[0], nil
+	}
+	// Cache c1's old (outside max age) row first, then push over it.
+	if v, err := get(); err != nil || v.GetStatus() != featurestorev1.FeatureStatus_FEATURE_STATUS_OUTSIDE_MAX_AGE {
+		t.Fatalf("before push: %v %v", v, err)
+	}
+	if err := push(now.Add(-time.Minute), 77); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := get(); err != nil || v.GetValue().GetInt64Value() != 77 || !v.GetEventTimestamp().AsTime().Equal(now.Add(-time.Minute)) {
+		t.Fatalf("right after push: %v %v", v, err)
+	}
+	// An older push is stored but does not replace the latest row.
+	if err := push(now.Add(-time.Hour), 5); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := get(); v.GetValue().GetInt64Value() != 77 {
+		t.Fatalf("an older push replaced the latest row: %v", v)
+	}
+	if got := c.sql("SELECT orders_7d, spend FROM " + c.db + ".fv_customer_stats WHERE customer_id = 'c1' ORDER BY event_ts DESC LIMIT 2"); got != "77\t2.5\n5\t2.5\n" {
+		t.Fatalf("stored rows:\n%s", got)
+	}
+	before := c.sql("SELECT count() FROM " + c.db + ".fv_customer_stats")
+	bad := []struct {
+		name string
+		req  *featurestorev1.PushRequest
+		want string
+	}{
+		{"unknown view", &featurestorev1.PushRequest{FeatureView: "nope", Rows: []*featurestorev1.PushRow{{}}}, `"nope"`},
+		{"unknown column", &featurestorev1.PushRequest{FeatureView: "customer_stats", Rows: []*featurestorev1.PushRow{{
+			Values: map[string]*featurestorev1.Value{"customer_id": str("c1"), "oops": i64(1)}, EventTimestamp: timestamppb.New(now)}}}, `"oops"`},
+		{"wrong type", &featurestorev1.PushRequest{FeatureView: "customer_stats", Rows: []*featurestorev1.PushRow{
+			{Values: map[string]*featurestorev1.Value{"customer_id": str("c1")}, EventTimestamp: timestamppb.New(now)},
+			{Values: map[string]*featurestorev1.Value{"customer_id": str("c1"), "orders_7d": str("many")}, EventTimestamp: timestamppb.New(now)}}}, `row 1: feature "orders_7d"`},
+		{"missing key", &featurestorev1.PushRequest{FeatureView: "customer_stats", Rows: []*featurestorev1.PushRow{{
+			Values: map[string]*featurestorev1.Value{"orders_7d": i64(1)}, EventTimestamp: timestamppb.New(now)}}}, `"customer_id"`},
+		{"no event time", &featurestorev1.PushRequest{FeatureView: "customer_stats", Rows: []*featurestorev1.PushRow{{
+			Values: map[string]*featurestorev1.Value{"customer_id": str("c1")}}}}, "event_timestamp"},
+	}
+	for _, b := range bad {
+		t.Run(b.name, func(t *testing.T) {
+			_, err := client.Push(ctx, connect.NewRequest(b.req))
+			if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), b.want) {
+				t.Fatalf("error %v, want InvalidArgument naming %s", err, b.want)
+			}
+		})
+	}
+	if after := c.sql("SELECT count() FROM " + c.db + ".fv_customer_stats"); after != before {
+		t.Fatalf("a refused push stored rows: %s -> %s", before, after)
 	}
 }

@@ -23,8 +23,8 @@ import (
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
 )
 
-// Server is the FeatureService handler. Push and Materialize are not
-// implemented yet and answer Unimplemented.
+// Server is the FeatureService handler. Materialize is not implemented yet
+// and answers Unimplemented.
 type Server struct {
 	featurestorev1connect.UnimplementedFeatureServiceHandler
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -33,9 +34,13 @@ type IngestOptions struct {
 	// IgnoreExtraColumns skips file columns that are not part of the view;
 	// without it they are an error (a typo would otherwise load nulls).
 	IgnoreExtraColumns bool
-	// RowOffset is added to row numbers in errors (1 for a CSV header line
-	// makes "line" numbers; 0 gives data row numbers).
+	// Progress, when set, is told how many rows are loaded so far.
 	Progress func(rows int64)
+	// Direct inserts every row in one block straight into the view's table,
+	// without a staging table: one INSERT is atomic in a tailor-owned table
+	// (a single partition) and cheaper for small pushes. BatchRows is
+	// ignored.
+	Direct bool
 }
 
 // IngestResult summarises one loaded file.
@@ -84,23 +89,28 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 		return IngestResult{}, err
 	}
 	table := s.viewTable(v)
-	stage := tableRef{DB: s.db, Name: fmt.Sprintf("_stage_%s_%s", v.Name, randomHex(6))}
-	create := fmt.Sprintf("CREATE TABLE %s AS %s", stage, table)
-	if v.External() {
-		create += " ENGINE = MergeTree ORDER BY tuple()"
-	}
-	if err := s.conn.Exec(ctx, create); err != nil {
-		return IngestResult{}, fmt.Errorf("ingest %s: create staging table: %w", name, err)
-	}
-	defer func() {
-		// The staging table goes whatever happened; a cancelled ctx must not
-		// leave it behind.
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if err := s.conn.Exec(dctx, "DROP TABLE IF EXISTS "+stage.String()); err != nil {
-			s.log.Warn("drop staging table", "table", stage.Plain(), "err", err)
+	stage := table
+	if opt.Direct {
+		opt.BatchRows = math.MaxInt
+	} else {
+		stage = tableRef{DB: s.db, Name: fmt.Sprintf("_stage_%s_%s", v.Name, randomHex(6))}
+		create := fmt.Sprintf("CREATE TABLE %s AS %s", stage, table)
+		if v.External() {
+			create += " ENGINE = MergeTree ORDER BY tuple()"
 		}
-	}()
+		if err := s.conn.Exec(ctx, create); err != nil {
+			return IngestResult{}, fmt.Errorf("ingest %s: create staging table: %w", name, err)
+		}
+		defer func() {
+			// The staging table goes whatever happened; a cancelled ctx must
+			// not leave it behind.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := s.conn.Exec(dctx, "DROP TABLE IF EXISTS "+stage.String()); err != nil {
+				s.log.Warn("drop staging table", "table", stage.Plain(), "err", err)
+			}
+		}()
+	}
 
 	colNames := make([]string, len(targets))
 	for i, t := range targets {
@@ -175,7 +185,7 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 	if err := send(); err != nil {
 		return IngestResult{}, err
 	}
-	if rows > 0 {
+	if rows > 0 && !opt.Direct {
 		if err := s.publish(ctx, table, stage, targets, v.External()); err != nil {
 			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
 		}

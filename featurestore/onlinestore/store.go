@@ -383,3 +383,14 @@ func fromTier(t definitions.ValueType, v onlinetier.Value) any {
 	}
 	return nil
 }
+
+// Observe records a row just stored in the offline store, so the tier
+// answers with it at once. A row older than the one cached is ignored.
+func (s *Store) Observe(v *definitions.FeatureView, keys []any, eventTS, createdTS int64, values []any) error {
+	_, k, err := encodeTuple(keys)
+	if err != nil {
+		return err
+	}
+	s.tier.Put(v.Name, k, toTier(v, offline.LatestRow{Keys: keys, EventTS: eventTS, CreatedTS: createdTS, Values: values}))
+	return nil
+}

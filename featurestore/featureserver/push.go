@@ -1,0 +1,291 @@
+package featureserver
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/featurestore/offline"
+	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
+)
+
+// Push stores the rows in ClickHouse in one insert, answers only once they
+// are stored, and then makes the online tier serve them.
+func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.PushRequest]) (*connect.Response[featurestorev1.PushResponse], error) {
+	av := s.defs.Load()
+	v, ok := av.Repo.View(req.Msg.GetFeatureView())
+	if !ok {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("unknown feature view %q", req.Msg.GetFeatureView()))
+	}
+	rows := req.Msg.GetRows()
+	if len(rows) == 0 {
+		return connect.NewResponse(&featurestorev1.PushResponse{}), nil
+	}
+	if len(rows) > MaxEntityRows {
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d rows in one push; the limit is %d", len(rows), MaxEntityRows))
+	}
+	batch, err := pushBatch(av.Repo, v, rows, time.Now())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	defer batch.rec.Release()
+	src := &oneBatch{rec: batch.rec}
+	if _, err := s.store.Ingest(ctx, av.Repo, v.Name, "push", src, offline.IngestOptions{Direct: true}); err != nil {
+		if ctx.Err() != nil {
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+		}
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("store pushed rows: %w", err))
+	}
+	for _, r := range batch.rows {
+		if err := s.online.Observe(v, r.keys, r.event, r.created, r.values); err != nil {
+			s.log.Warn("online tier", "view", v.Name, "err", err)
+		}
+	}
+	return connect.NewResponse(&featurestorev1.PushResponse{RowsStored: int64(len(rows))}), nil
+}
+
+type oneBatch struct{ rec arrow.RecordBatch }
+
+func (o *oneBatch) Schema() *arrow.Schema { return o.rec.Schema() }
+func (o *oneBatch) Next() (arrow.RecordBatch, error) {
+	if o.rec == nil {
+		return nil, io.EOF
+	}
+	r := o.rec
+	o.rec = nil
+	r.Retain() // the ingest releases what it reads
+	return r, nil
+}
+
+type pushedRow struct {
+	keys           []any
+	event, created int64
+	values         []any
+}
+
+type pushed struct {
+	rec  arrow.RecordBatch
+	rows []pushedRow
+}
+
+var tsType = &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
+
+// pushBatch checks the pushed rows against the view and builds the Arrow
+// batch to store; every problem names the row and the column.
+func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featurestorev1.PushRow, now time.Time) (*pushed, error) {
+	ents := repo.JoinKeys(v)
+	fields := make([]arrow.Field, 0, len(ents)+2+len(v.Features))
+	for _, e := range ents {
+		t := arrow.DataType(arrow.BinaryTypes.String)
+		if e.Type == definitions.Int64 {
+			t = arrow.PrimitiveTypes.Int64
+		}
+		fields = append(fields, arrow.Field{Name: e.JoinKey, Type: t})
+	}
+	fields = append(fields, arrow.Field{Name: v.Source.TimestampField, Type: tsType})
+	created := v.Source.CreatedTimestampField
+	if created != "" {
+		fields = append(fields, arrow.Field{Name: created, Type: tsType})
+	}
+	for _, f := range v.Features {
+		fields = append(fields, arrow.Field{Name: f.Name, Type: arrowOf(f.Type), Nullable: true})
+	}
+	known := map[string]bool{}
+	for _, f := range fields {
+		known[f.Name] = true
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, arrow.NewSchema(fields, nil))
+	defer b.Release()
+	out := &pushed{rows: make([]pushedRow, len(rows))}
+	nowCreated := now.Unix()
+	for i, r := range rows {
+		vals := r.GetValues()
+		for name := range vals {
+			if !known[name] || name == v.Source.TimestampField || name == created {
+				return nil, fmt.Errorf("row %d: %q is not a join key or feature of view %q", i, name, v.Name)
+			}
+		}
+		pr := &out.rows[i]
+		col := 0
+		for _, e := range ents {
+			val, err := goValue(vals[e.JoinKey], e.Type)
+			if err != nil || val == nil {
+				return nil, fmt.Errorf("row %d: join key %q: %v", i, e.JoinKey, errOrMissing(err))
+			}
+			pr.keys = append(pr.keys, val)
+			appendArrow(b.Field(col), val)
+			col++
+		}
+		if r.GetEventTimestamp() == nil {
+			return nil, fmt.Errorf("row %d: event_timestamp is required", i)
+		}
+		pr.event = r.GetEventTimestamp().AsTime().Unix()
+		appendArrow(b.Field(col), time.Unix(pr.event, 0))
+		col++
+		pr.created = nowCreated
+		if r.GetCreatedTimestamp() != nil {
+			pr.created = r.GetCreatedTimestamp().AsTime().Unix()
+		}
+		if created != "" {
+			appendArrow(b.Field(col), time.Unix(pr.created, 0))
+			col++
+		}
+		pr.values = make([]any, len(v.Features))
+		for j, f := range v.Features {
+			val, err := goValue(vals[f.Name], f.Type)
+			if err != nil {
+				return nil, fmt.Errorf("row %d: feature %q (%s): %v", i, f.Name, f.Type, err)
+			}
+			pr.values[j] = val
+			appendArrow(b.Field(col), val)
+			col++
+		}
+	}
+	out.rec = b.NewRecordBatch()
+	return out, nil
+}
+
+func errOrMissing(err error) error {
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("missing")
+}
+
+func arrowOf(t definitions.ValueType) arrow.DataType {
+	switch t {
+	case definitions.Int32:
+		return arrow.PrimitiveTypes.Int32
+	case definitions.Int64:
+		return arrow.PrimitiveTypes.Int64
+	case definitions.Float32:
+		return arrow.PrimitiveTypes.Float32
+	case definitions.Float64:
+		return arrow.PrimitiveTypes.Float64
+	case definitions.Bool:
+		return arrow.FixedWidthTypes.Boolean
+	case definitions.Timestamp:
+		return tsType
+	case definitions.ArrayFloat32:
+		return arrow.ListOf(arrow.PrimitiveTypes.Float32)
+	case definitions.ArrayInt64:
+		return arrow.ListOf(arrow.PrimitiveTypes.Int64)
+	case definitions.ArrayString:
+		return arrow.ListOf(arrow.BinaryTypes.String)
+	}
+	return arrow.BinaryTypes.String
+}
+
+// goValue converts a pushed value to the Go form of type t; nil is null.
+func goValue(v *featurestorev1.Value, t definitions.ValueType) (any, error) {
+	if v == nil || v.GetKind() == nil {
+		return nil, nil
+	}
+	m := v.ProtoReflect()
+	bad := fmt.Errorf("a %s cannot hold a %s", m.WhichOneof(m.Descriptor().Oneofs().ByName("kind")).Name(), t)
+	switch k := v.GetKind().(type) {
+	case *featurestorev1.Value_Int32Value:
+		switch t {
+		case definitions.Int32:
+			return k.Int32Value, nil
+		case definitions.Int64:
+			return int64(k.Int32Value), nil
+		case definitions.Float32:
+			return float32(k.Int32Value), nil
+		case definitions.Float64:
+			return float64(k.Int32Value), nil
+		}
+	case *featurestorev1.Value_Int64Value:
+		switch t {
+		case definitions.Int32:
+			if k.Int64Value < math.MinInt32 || k.Int64Value > math.MaxInt32 {
+				return nil, fmt.Errorf("%d is out of range for int32", k.Int64Value)
+			}
+			return int32(k.Int64Value), nil
+		case definitions.Int64:
+			return k.Int64Value, nil
+		case definitions.Float64:
+			return float64(k.Int64Value), nil
+		}
+	case *featurestorev1.Value_Float32Value:
+		switch t {
+		case definitions.Float32:
+			return k.Float32Value, nil
+		case definitions.Float64:
+			return float64(k.Float32Value), nil
+		}
+	case *featurestorev1.Value_Float64Value:
+		switch t {
+		case definitions.Float32:
+			return float32(k.Float64Value), nil
+		case definitions.Float64:
+			return k.Float64Value, nil
+		}
+	case *featurestorev1.Value_StringValue:
+		if t == definitions.String {
+			return k.StringValue, nil
+		}
+	case *featurestorev1.Value_BoolValue:
+		if t == definitions.Bool {
+			return k.BoolValue, nil
+		}
+	case *featurestorev1.Value_TimestampValue:
+		if t == definitions.Timestamp {
+			return k.TimestampValue.AsTime().UTC().Truncate(time.Second), nil
+		}
+	case *featurestorev1.Value_Float32ListValue:
+		if t == definitions.ArrayFloat32 {
+			return k.Float32ListValue.GetValues(), nil
+		}
+	case *featurestorev1.Value_Int64ListValue:
+		if t == definitions.ArrayInt64 {
+			return k.Int64ListValue.GetValues(), nil
+		}
+	case *featurestorev1.Value_StringListValue:
+		if t == definitions.ArrayString {
+			return k.StringListValue.GetValues(), nil
+		}
+	}
+	return nil, bad
+}
+
+func appendArrow(b array.Builder, v any) {
+	if v == nil {
+		b.AppendNull()
+		return
+	}
+	switch x := b.(type) {
+	case *array.Int32Builder:
+		x.Append(v.(int32))
+	case *array.Int64Builder:
+		x.Append(v.(int64))
+	case *array.Float32Builder:
+		x.Append(v.(float32))
+	case *array.Float64Builder:
+		x.Append(v.(float64))
+	case *array.StringBuilder:
+		x.Append(v.(string))
+	case *array.BooleanBuilder:
+		x.Append(v.(bool))
+	case *array.TimestampBuilder:
+		x.Append(arrow.Timestamp(v.(time.Time).UnixMicro()))
+	case *array.ListBuilder:
+		x.Append(true)
+		switch vb := x.ValueBuilder().(type) {
+		case *array.Float32Builder:
+			vb.AppendValues(v.([]float32), nil)
+		case *array.Int64Builder:
+			vb.AppendValues(v.([]int64), nil)
+		case *array.StringBuilder:
+			vb.AppendValues(v.([]string), nil)
+		}
+	}
+}
