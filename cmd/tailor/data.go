@@ -79,13 +79,7 @@ func (a *app) exportCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			if features != "" {
-				for _, f := range strings.Split(features, ",") {
-					if f = strings.TrimSpace(f); f != "" {
-						req.Features = append(req.Features, f)
-					}
-				}
-			}
+			req.Features = splitList(features)
 			return a.withApplied(ctx, func(store *offline.Store, av *offline.AppliedVersion) error {
 				p := newProgress(a.errOut)
 				req.Progress = p.update

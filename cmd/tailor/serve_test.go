@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -335,4 +336,22 @@ func TestServePush(t *testing.T) {
 	if after := c.sql("SELECT count() FROM " + c.db + ".fv_customer_stats"); after != before {
 		t.Fatalf("a refused push stored rows: %s -> %s", before, after)
 	}
+}
+
+func TestFeaturesGetCLI(t *testing.T) {
+	c, _ := tourSetup(t)
+	base, _ := startServe(t, c)
+	out := c.ok("features", "get", "--server", base, "--service", "svc",
+		"--entity", "customer_id=c1,product_id=9007199254740993", "--entity", "customer_id=c3,product_id=9007199254740994")
+	var resp featurestorev1.GetOnlineFeaturesResponse
+	if err := protojson.Unmarshal([]byte(out), &resp); err != nil {
+		t.Fatalf("output is not the response as JSON: %v\n%s", err, out)
+	}
+	if len(resp.GetRows()) != 2 || resp.GetRows()[0].GetValues()[3].GetValue().GetFloat32Value() != 0.25 ||
+		resp.GetRows()[1].GetValues()[3].GetStatus() != featurestorev1.FeatureStatus_FEATURE_STATUS_NOT_FOUND {
+		t.Fatalf("answer:\n%s", out)
+	}
+	mustContain(t, c.fails("features", "get", "--server", base, "--service", "nope", "--entity", "customer_id=c1"), "invalid_argument", `"nope"`)
+	mustContain(t, c.fails("features", "get", "--server", base, "--service", "svc", "--entity", "customer_id"), "key=value")
+	mustContain(t, c.fails("features", "get", "--server", base, "--service", "svc", "--entity", "customer_id=c1,product_id=1", "--entity", "customer_id=c2,product_id=x"), "invalid_argument", `"product_id"`, `"x"`)
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -283,8 +284,14 @@ func encodeKey(ents []definitions.Entity, row map[string]any) ([]any, []byte, er
 		}
 		switch x := val.(type) {
 		case string:
-			if e.Type != definitions.String {
-				return nil, nil, fmt.Errorf("join key %q is %s, got the string %q", e.JoinKey, e.Type, x)
+			if e.Type == definitions.Int64 {
+				// Text clients (a CLI, curl) send keys as text; an int64
+				// key's text must be an integer.
+				n, err := strconv.ParseInt(x, 10, 64)
+				if err != nil {
+					return nil, nil, fmt.Errorf("join key %q is int64, got the string %q", e.JoinKey, x)
+				}
+				val = n
 			}
 		case int64:
 			if e.Type != definitions.Int64 {
