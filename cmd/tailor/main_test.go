@@ -39,8 +39,16 @@ func run(m *testing.M) int {
 // cli runs tailor commands in-process against the test ClickHouse, each test
 // in a database of its own.
 type cli struct {
-	t  *testing.T
-	db string
+	t   *testing.T
+	db  string
+	dsn string // "" means the binary's shared server
+}
+
+func (c *cli) server() string {
+	if c.dsn != "" {
+		return c.dsn
+	}
+	return chDSN
 }
 
 func newCLI(t *testing.T) *cli {
@@ -57,7 +65,7 @@ func (c *cli) run(args ...string) (string, string, error) {
 	c.t.Helper()
 	var out, errOut bytes.Buffer
 	root := newRoot(&out, &errOut)
-	root.SetArgs(append([]string{"--clickhouse", chDSN, "--database", c.db}, args...))
+	root.SetArgs(append([]string{"--clickhouse", c.server(), "--database", c.db}, args...))
 	err := root.ExecuteContext(context.Background())
 	return out.String(), errOut.String(), err
 }
@@ -85,7 +93,7 @@ func (c *cli) fails(args ...string) string {
 // exec runs a statement that returns no rows.
 func (c *cli) exec(q string) {
 	c.t.Helper()
-	s, err := openTestConn(chDSN)
+	s, err := openTestConn(c.server())
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -99,7 +107,7 @@ func (c *cli) exec(q string) {
 // text, one line per row, tab-separated.
 func (c *cli) sql(q string) string {
 	c.t.Helper()
-	s, err := openTestConn(chDSN)
+	s, err := openTestConn(c.server())
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tailorhq/tailor/featurestore/chserver"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
 )
@@ -31,7 +32,7 @@ func startServe(t *testing.T, c *cli) (string, func() error) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	root := newRoot(pw, io.Discard)
-	root.SetArgs([]string{"--clickhouse", chDSN, "--database", c.db, "serve", "--addr", "127.0.0.1:0", "--reload", "200ms"})
+	root.SetArgs([]string{"--clickhouse", c.server(), "--database", c.db, "serve", "--addr", "127.0.0.1:0", "--reload", "200ms"})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx); pw.Close() }()
@@ -354,4 +355,68 @@ func TestFeaturesGetCLI(t *testing.T) {
 	mustContain(t, c.fails("features", "get", "--server", base, "--service", "nope", "--entity", "customer_id=c1"), "invalid_argument", `"nope"`)
 	mustContain(t, c.fails("features", "get", "--server", base, "--service", "svc", "--entity", "customer_id"), "key=value")
 	mustContain(t, c.fails("features", "get", "--server", base, "--service", "svc", "--entity", "customer_id=c1,product_id=1", "--entity", "customer_id=c2,product_id=x"), "invalid_argument", `"product_id"`, `"x"`)
+}
+
+// TestServeSurvivesClickHouseOutage: with ClickHouse stopped, a key the
+// tier holds is still answered, a key it does not hold gives Unavailable
+// promptly (no hang, no panic), and the server recovers when ClickHouse
+// returns.
+func TestServeSurvivesClickHouseOutage(t *testing.T) {
+	srv, err := chserver.Start(context.Background(), chserver.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Stop(context.Background())
+	c := &cli{t: t, db: "outage", dsn: srv.DSN()}
+	dir := writeFiles(t, map[string]string{"repo/defs.yaml": tourDefs, "p.csv": tourProductStats})
+	c.ok("apply", filepath.Join(dir, "repo"))
+	c.ok("ingest", "product_stats", filepath.Join(dir, "p.csv"))
+	base, stop := startServe(t, c)
+	client := featurestorev1connect.NewFeatureServiceClient(h2cClient(), base)
+	get := func(product int64) (*featurestorev1.FeatureValue, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		resp, err := client.GetOnlineFeatures(ctx, connect.NewRequest(&featurestorev1.GetOnlineFeaturesRequest{
+			Features: &featurestorev1.GetOnlineFeaturesRequest_FeatureRefs{FeatureRefs: &featurestorev1.FeatureRefs{Refs: []string{"product_stats:popularity"}}},
+			Entities: []*featurestorev1.EntityRow{{Keys: map[string]*featurestorev1.Value{"product_id": {Kind: &featurestorev1.Value_Int64Value{Int64Value: product}}}}},
+		}))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg.GetRows()[0].GetValues()[0], nil
+	}
+	if v, err := get(9007199254740993); err != nil || v.GetValue().GetFloat32Value() != 0.25 {
+		t.Fatalf("before the outage: %v %v", v, err)
+	}
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := get(9007199254740993); err != nil || v.GetValue().GetFloat32Value() != 0.25 {
+		t.Fatalf("a cached key during the outage: %v %v", v, err)
+	}
+	start := time.Now()
+	_, err = get(42)
+	if connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("an uncached key during the outage: %v, want Unavailable", err)
+	}
+	if took := time.Since(start); took > 15*time.Second {
+		t.Fatalf("Unavailable took %s", took)
+	}
+	if err := srv.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		v, err := get(42)
+		if err == nil && v.GetStatus() == featurestorev1.FeatureStatus_FEATURE_STATUS_NOT_FOUND {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery after ClickHouse returned: %v %v", v, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }
