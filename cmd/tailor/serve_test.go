@@ -420,3 +420,38 @@ func TestServeSurvivesClickHouseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestPushSurvivesRestart: an acknowledged push is in ClickHouse, so a new
+// server process (with an empty tier) answers it.
+func TestPushSurvivesRestart(t *testing.T) {
+	c, _ := tourSetup(t)
+	base, stop := startServe(t, c)
+	ctx := context.Background()
+	client := featurestorev1connect.NewFeatureServiceClient(h2cClient(), base)
+	now := time.Now().UTC().Truncate(time.Second)
+	_, err := client.Push(ctx, connect.NewRequest(&featurestorev1.PushRequest{FeatureView: "product_stats", Rows: []*featurestorev1.PushRow{{
+		Values: map[string]*featurestorev1.Value{
+			"product_id": {Kind: &featurestorev1.Value_Int64Value{Int64Value: 7}},
+			"popularity": {Kind: &featurestorev1.Value_Float32Value{Float32Value: 0.5}},
+		},
+		EventTimestamp: timestamppb.New(now),
+	}}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	base2, _ := startServe(t, c)
+	client2 := featurestorev1connect.NewFeatureServiceClient(h2cClient(), base2)
+	resp, err := client2.GetOnlineFeatures(ctx, connect.NewRequest(&featurestorev1.GetOnlineFeaturesRequest{
+		Features: &featurestorev1.GetOnlineFeaturesRequest_FeatureRefs{FeatureRefs: &featurestorev1.FeatureRefs{Refs: []string{"product_stats:popularity"}}},
+		Entities: []*featurestorev1.EntityRow{{Keys: map[string]*featurestorev1.Value{"product_id": {Kind: &featurestorev1.Value_Int64Value{Int64Value: 7}}}}},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := resp.Msg.GetRows()[0].GetValues()[0]; v.GetValue().GetFloat32Value() != 0.5 || !v.GetEventTimestamp().AsTime().Equal(now) {
+		t.Fatalf("after restart: %v", v)
+	}
+}
