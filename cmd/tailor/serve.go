@@ -43,6 +43,12 @@ func (a *app) serveCmd() *cobra.Command {
 			metrics := rpcserver.NewMetrics(reg)
 			tier := onlinetier.New(onlinetier.Options{BudgetBytes: int64(onlineMemory)})
 			online := onlinestore.New(store, tier, onlinestore.Options{})
+			if err := tier.Register(reg); err != nil {
+				return err
+			}
+			if err := online.Register(reg); err != nil {
+				return err
+			}
 			fs, err := featureserver.New(ctx, store, online, reg, a.log)
 			if err != nil {
 				return err

@@ -353,6 +353,8 @@ func TestFeaturesGetCLI(t *testing.T) {
 		t.Fatalf("answer:\n%s", out)
 	}
 	mustContain(t, c.fails("features", "get", "--server", base, "--service", "nope", "--entity", "customer_id=c1"), "invalid_argument", `"nope"`)
+	mustContain(t, httpGet(t, base+"/metrics"), "tailor_online_tier_hits_total", "tailor_online_tier_misses_total 4",
+		"tailor_online_tier_bytes", "tailor_online_read_through_queries_total 2", "tailor_online_read_through_seconds_bucket")
 	mustContain(t, c.fails("features", "get", "--server", base, "--service", "svc", "--entity", "customer_id"), "key=value")
 	mustContain(t, c.fails("features", "get", "--server", base, "--service", "svc", "--entity", "customer_id=c1,product_id=1", "--entity", "customer_id=c2,product_id=x"), "invalid_argument", `"product_id"`, `"x"`)
 }

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/featurestore/onlinetier"
@@ -69,11 +71,23 @@ type Store struct {
 	inflight map[string]*load
 
 	readThroughs atomic.Uint64
+	latency      prometheus.Histogram
 }
 
 // ReadThroughs counts the queries sent to the offline store for keys the
 // tier did not hold.
 func (s *Store) ReadThroughs() uint64 { return s.readThroughs.Load() }
+
+// Register exports the read-through metrics to reg: queries sent and their
+// latency.
+func (s *Store) Register(reg prometheus.Registerer) error {
+	if err := reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tailor_online_read_through_queries_total", Help: "ClickHouse queries for keys the online tier did not hold.",
+	}, func() float64 { return float64(s.readThroughs.Load()) })); err != nil {
+		return err
+	}
+	return reg.Register(s.latency)
+}
 
 // load is one key's read-through in flight; waiters take its row from
 // here, not from the tier, which may already have evicted it.
@@ -91,7 +105,11 @@ func New(off *offline.Store, tier *onlinetier.Tier, opt Options) *Store {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Store{off: off, tier: tier, opt: opt, inflight: map[string]*load{}}
+	return &Store{off: off, tier: tier, opt: opt, inflight: map[string]*load{},
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tailor_online_read_through_seconds", Help: "Latency of ClickHouse read-through queries.",
+			Buckets: prometheus.ExponentialBuckets(250e-6, 2, 14), // 250µs .. 2s
+		})}
 }
 
 // absentEvent marks a cached "no row" entry; its CreatedTS holds when the
@@ -247,7 +265,9 @@ func (s *Store) readThrough(ctx context.Context, repo *definitions.Repo, v *defi
 		byKey[string(keys[i])] = i
 	}
 	s.readThroughs.Add(1)
+	start := time.Now()
 	latest, err := s.off.Latest(ctx, repo, v, ask, now)
+	s.latency.Observe(time.Since(start).Seconds())
 	if err != nil {
 		return nil, err
 	}
