@@ -457,3 +457,32 @@ func TestPushSurvivesRestart(t *testing.T) {
 		t.Fatalf("after restart: %v", v)
 	}
 }
+
+func TestPushCLI(t *testing.T) {
+	c, dir := tourSetup(t)
+	base, _ := startServe(t, c)
+	now := time.Now().UTC().Truncate(time.Second)
+	file := filepath.Join(dir, "push.csv")
+	writeFile(t, file, "customer_id,event_ts,orders_7d,spend\nc8,"+now.Format(time.RFC3339)+",3,\nc9,"+now.Format(time.RFC3339)+",4,9.5\n")
+	mustContain(t, c.ok("push", "customer_stats", file, "--server", base, "--batch-rows", "1"), "2 rows pushed")
+	out := c.ok("features", "get", "--server", base, "--features", "customer_stats:orders_7d,customer_stats:spend", "--entity", "customer_id=c8", "--entity", "customer_id=c9")
+	var resp featurestorev1.GetOnlineFeaturesResponse
+	if err := protojson.Unmarshal([]byte(out), &resp); err != nil {
+		t.Fatal(err)
+	}
+	r0, r1 := resp.GetRows()[0].GetValues(), resp.GetRows()[1].GetValues()
+	if r0[0].GetValue().GetInt64Value() != 3 || r0[1].GetValue() != nil || r0[1].GetStatus() != featurestorev1.FeatureStatus_FEATURE_STATUS_PRESENT ||
+		r1[0].GetValue().GetInt64Value() != 4 || r1[1].GetValue().GetFloat64Value() != 9.5 {
+		t.Fatalf("pushed rows read back as:\n%s", out)
+	}
+	bad := filepath.Join(dir, "bad.csv")
+	writeFile(t, bad, "customer_id,event_ts,orders_7d\nc10,"+now.Format(time.RFC3339)+",x\n")
+	mustContain(t, c.fails("push", "customer_stats", bad, "--server", base), "row 1", `"orders_7d"`, `"x"`)
+	extra := filepath.Join(dir, "extra.csv")
+	writeFile(t, extra, "customer_id,event_ts,oops\nc10,"+now.Format(time.RFC3339)+",1\n")
+	mustContain(t, c.fails("push", "customer_stats", extra, "--server", base), `"oops"`)
+	mustContain(t, c.fails("push", "nope", file, "--server", base), "not_found", `"nope"`)
+	if got := c.sql("SELECT count() FROM " + c.db + ".fv_customer_stats WHERE customer_id = 'c10'"); got != "0\n" {
+		t.Fatalf("a refused push stored rows: %s", got)
+	}
+}

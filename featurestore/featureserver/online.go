@@ -81,7 +81,7 @@ func (s *Server) GetOnlineFeatures(ctx context.Context, req *connect.Request[fea
 				fv.EventTimestamp = timestamppb.New(res.EventTS)
 			}
 			if res.Status == onlinestore.Present && res.Value != nil {
-				fv.Value = protoValue(res.Value)
+				fv.Value = ProtoValue(res.Value)
 			}
 			vals[j] = fv
 		}
@@ -102,7 +102,10 @@ func status(s onlinestore.Status) featurestorev1.FeatureStatus {
 	return featurestorev1.FeatureStatus_FEATURE_STATUS_UNSPECIFIED
 }
 
-func protoValue(v any) *featurestorev1.Value {
+// ProtoValue converts a Go feature value (int32, int64, float32, float64,
+// string, bool, time.Time, []float32, []int64, []string) to its protobuf
+// form; nil (null) and other types give nil.
+func ProtoValue(v any) *featurestorev1.Value {
 	switch x := v.(type) {
 	case int32:
 		return &featurestorev1.Value{Kind: &featurestorev1.Value_Int32Value{Int32Value: x}}

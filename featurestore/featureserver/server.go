@@ -132,6 +132,7 @@ func (s *Server) ListFeatureServices(_ context.Context, _ *connect.Request[featu
 func (s *Server) viewProto(repo *definitions.Repo, v *definitions.FeatureView) *featurestorev1.FeatureView {
 	out := &featurestorev1.FeatureView{
 		Name: v.Name, Ttl: durationpb.New(v.TTL), Tags: v.Tags, Description: v.Description, Table: s.store.TableOf(v),
+		TimestampField: v.Source.TimestampField, CreatedTimestampField: v.Source.CreatedTimestampField,
 	}
 	for _, e := range repo.JoinKeys(v) {
 		out.Entities = append(out.Entities, &featurestorev1.Entity{Name: e.Name, JoinKey: e.JoinKey, Type: ValueType(e.Type), Description: e.Description})
@@ -167,4 +168,15 @@ func ValueType(t definitions.ValueType) featurestorev1.ValueType {
 		return featurestorev1.ValueType_VALUE_TYPE_ARRAY_STRING
 	}
 	return featurestorev1.ValueType_VALUE_TYPE_UNSPECIFIED
+}
+
+// DefinitionType maps a protobuf value type back to the definitions type
+// ("" for unspecified).
+func DefinitionType(t featurestorev1.ValueType) definitions.ValueType {
+	for _, d := range definitions.FeatureTypes {
+		if ValueType(d) == t {
+			return d
+		}
+	}
+	return ""
 }

@@ -400,3 +400,41 @@ func newColumn(t definitions.ValueType, key bool) column {
 		return &nullable[string]{conv: stringAt}
 	}
 }
+
+// CellValue converts cell i of arr to the Go form of type t: int32, int64,
+// float32, float64, string, bool, time.Time, []float32, []int64 or
+// []string; nil for null. Text cells are parsed as ingestion parses them;
+// a bad cell is an error quoting it.
+func CellValue(arr arrow.Array, i int, t definitions.ValueType) (any, error) {
+	if arr.IsNull(i) {
+		return nil, nil
+	}
+	var v any
+	var err error
+	switch t {
+	case definitions.Int32:
+		v, err = int32Conv(arr, i)
+	case definitions.Int64:
+		v, err = int64At(arr, i)
+	case definitions.Float32:
+		v, err = float32Conv(arr, i)
+	case definitions.Float64:
+		v, err = float64Elem(arr, i)
+	case definitions.Bool:
+		v, err = boolAt(arr, i)
+	case definitions.Timestamp:
+		v, err = timeAt(arr, i)
+	case definitions.ArrayFloat32:
+		v, err = listAt(arr, i, float32Elem)
+	case definitions.ArrayInt64:
+		v, err = listAt(arr, i, int64At)
+	case definitions.ArrayString:
+		v, err = listAt(arr, i, stringAt)
+	default:
+		v, err = stringAt(arr, i)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}

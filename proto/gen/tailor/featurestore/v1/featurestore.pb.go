@@ -1339,9 +1339,13 @@ type FeatureView struct {
 	Tags        map[string]string    `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Description string               `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
 	// The ClickHouse table holding the view's rows.
-	Table         string `protobuf:"bytes,7,opt,name=table,proto3" json:"table,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Table string `protobuf:"bytes,7,opt,name=table,proto3" json:"table,omitempty"`
+	// The event-time column of the view's rows.
+	TimestampField string `protobuf:"bytes,8,opt,name=timestamp_field,json=timestampField,proto3" json:"timestamp_field,omitempty"`
+	// The created-time column breaking ties on event time; empty when none.
+	CreatedTimestampField string `protobuf:"bytes,9,opt,name=created_timestamp_field,json=createdTimestampField,proto3" json:"created_timestamp_field,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *FeatureView) Reset() {
@@ -1419,6 +1423,20 @@ func (x *FeatureView) GetDescription() string {
 func (x *FeatureView) GetTable() string {
 	if x != nil {
 		return x.Table
+	}
+	return ""
+}
+
+func (x *FeatureView) GetTimestampField() string {
+	if x != nil {
+		return x.TimestampField
+	}
+	return ""
+}
+
+func (x *FeatureView) GetCreatedTimestampField() string {
+	if x != nil {
+		return x.CreatedTimestampField
 	}
 	return ""
 }
@@ -1830,7 +1848,7 @@ const file_tailor_featurestore_v1_featurestore_proto_rawDesc = "" +
 	"\aFeature\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x125\n" +
 	"\x04type\x18\x02 \x01(\x0e2!.tailor.featurestore.v1.ValueTypeR\x04type\x12 \n" +
-	"\vdescription\x18\x03 \x01(\tR\vdescription\"\xfb\x02\n" +
+	"\vdescription\x18\x03 \x01(\tR\vdescription\"\xdc\x03\n" +
 	"\vFeatureView\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12:\n" +
 	"\bentities\x18\x02 \x03(\v2\x1e.tailor.featurestore.v1.EntityR\bentities\x12+\n" +
@@ -1838,7 +1856,9 @@ const file_tailor_featurestore_v1_featurestore_proto_rawDesc = "" +
 	"\bfeatures\x18\x04 \x03(\v2\x1f.tailor.featurestore.v1.FeatureR\bfeatures\x12A\n" +
 	"\x04tags\x18\x05 \x03(\v2-.tailor.featurestore.v1.FeatureView.TagsEntryR\x04tags\x12 \n" +
 	"\vdescription\x18\x06 \x01(\tR\vdescription\x12\x14\n" +
-	"\x05table\x18\a \x01(\tR\x05table\x1a7\n" +
+	"\x05table\x18\a \x01(\tR\x05table\x12'\n" +
+	"\x0ftimestamp_field\x18\b \x01(\tR\x0etimestampField\x126\n" +
+	"\x17created_timestamp_field\x18\t \x01(\tR\x15createdTimestampField\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x19\n" +
