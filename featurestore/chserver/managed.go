@@ -389,7 +389,9 @@ func waitGone(ctx context.Context, pid int, dir string, timeout time.Duration) b
 	defer timer.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for isServer(pid, dir) {
+	// An exiting process shows an empty cmdline before it is gone, so wait
+	// for the process itself too (a zombie counts as gone).
+	for isServer(pid, dir) || processAlive(pid) {
 		select {
 		case <-ctx.Done():
 			return false
@@ -428,4 +430,19 @@ func lockDir(ctx context.Context, dir string) (unlock func(), err error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// processAlive reports whether pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
+			if st := stat[i+2]; st == 'Z' || st == 'X' {
+				return false
+			}
+		}
+	} else if errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }

@@ -3,10 +3,8 @@ package chserver
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -70,20 +68,8 @@ func mustQuery(t *testing.T, httpAddr, q string) string {
 }
 
 // alive reports whether a process with pid exists.
-// alive reports whether pid is a running process. A zombie (exited, not
-// yet reaped by the goroutine waiting on it) counts as dead.
-func alive(pid int) bool {
-	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		// The state follows the parenthesised command name.
-		if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && i+2 < len(stat) {
-			if st := stat[i+2]; st == 'Z' || st == 'X' {
-				return false
-			}
-		}
-	}
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
+// alive reports whether pid is a running process (a zombie is not).
+func alive(pid int) bool { return processAlive(pid) }
 
 func TestStartAnswerStop(t *testing.T) {
 	t.Parallel()
