@@ -1,5 +1,11 @@
 // Package tablefile reads and writes tabular files (CSV, Parquet, Arrow IPC)
 // as streams of Arrow record batches, so memory stays flat in file size.
+//
+// Readers hand out batches of at most ReadOptions.BatchRows rows; writers
+// take batches of any size. CSV is read without type inference (every column
+// is a nullable string column, an empty field being null) and written with
+// exact integers, shortest round-trip floats, RFC 3339 timestamps in UTC and
+// JSON arrays for list columns. Parquet and Arrow IPC keep the Arrow types.
 package tablefile
 
 import (
@@ -13,12 +19,17 @@ type Format string
 
 // The supported formats.
 const (
-	CSV     Format = "csv"
+	// CSV is RFC 4180 comma-separated values with a header row.
+	CSV Format = "csv"
+	// Parquet is Apache Parquet, written with the Arrow schema stored in it.
 	Parquet Format = "parquet"
-	Arrow   Format = "arrow"
+	// Arrow is Arrow IPC: the file format ("feather" v2) when written, the
+	// file or the stream format when read.
+	Arrow Format = "arrow"
 )
 
-// ParseFormat parses a --format value.
+// ParseFormat parses a --format value: "csv", "parquet" (or "pq"), "arrow"
+// (or "ipc", "feather"), in any case.
 func ParseFormat(s string) (Format, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "csv":
@@ -28,11 +39,12 @@ func ParseFormat(s string) (Format, error) {
 	case "arrow", "ipc", "feather":
 		return Arrow, nil
 	}
-	return "", fmt.Errorf("unknown format %q (valid: csv, parquet, arrow)", s)
+	return "", fmt.Errorf("unknown format %q (valid: csv, parquet, arrow; ipc and feather mean arrow)", s)
 }
 
-// DetectFormat returns override when given, else the format implied by the
-// extension of path.
+// DetectFormat returns the format named by override when it is not empty,
+// else the format implied by the extension of path: .csv, .parquet or .pq,
+// .arrow, .ipc, .feather or .arrows.
 func DetectFormat(path, override string) (Format, error) {
 	if override != "" {
 		return ParseFormat(override)
@@ -45,5 +57,5 @@ func DetectFormat(path, override string) (Format, error) {
 	case ".arrow", ".ipc", ".feather", ".arrows":
 		return Arrow, nil
 	}
-	return "", fmt.Errorf("%s: cannot tell the format from the extension: pass --format csv, parquet or arrow", path)
+	return "", fmt.Errorf("%s: cannot tell the format from the file name: pass --format csv, parquet or arrow", path)
 }

@@ -1,10 +1,6 @@
 package tablefile
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
@@ -12,33 +8,47 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/apache/arrow-go/v18/parquet/file"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
+
+// defaultBatchRows is the batch size when ReadOptions.BatchRows is 0.
+const defaultBatchRows = 65536
 
 // ReadOptions tunes readers.
 type ReadOptions struct {
-	// BatchRows is the number of rows per record batch (default 65536).
+	// BatchRows is the largest number of rows in one batch (default 65536).
 	BatchRows int
+	// Allocator allocates the batches (default memory.DefaultAllocator).
+	Allocator memory.Allocator
 }
 
-func (o ReadOptions) batch() int {
+func (o ReadOptions) batchRows() int {
 	if o.BatchRows <= 0 {
-		return 65536
+		return defaultBatchRows
 	}
 	return o.BatchRows
 }
 
-// Reader streams a file as record batches.
+func (o ReadOptions) allocator() memory.Allocator {
+	if o.Allocator == nil {
+		return memory.DefaultAllocator
+	}
+	return o.Allocator
+}
+
+// Reader streams a file as record batches of at most ReadOptions.BatchRows
+// rows. Columns keep the types the file has, except that dictionary-encoded
+// strings are decoded to plain String columns (other dictionaries are kept);
+// CSV columns are all nullable String columns. A Reader is not safe for
+// concurrent use.
 type Reader interface {
 	// Schema is the schema of every batch.
 	Schema() *arrow.Schema
-	// Next returns the next batch, or io.EOF after the last. The caller
-	// releases each batch.
+	// Next returns the next batch, or io.EOF after the last one. The caller
+	// releases each batch. After an error, Next returns the same error.
 	Next() (arrow.RecordBatch, error)
-	// Close releases the file.
+	// Close releases the reader, and the file when Open opened it. Batches
+	// already returned stay valid until released.
 	Close() error
 }
 
@@ -50,246 +60,266 @@ func Open(path string, f Format, opt ReadOptions) (Reader, error) {
 	}
 	r, err := newReader(path, fh, f, opt)
 	if err != nil {
-		fh.Close()
+		_ = fh.Close()
 		return nil, err
 	}
-	return &closing{Reader: r, c: fh}, nil
+	r.closer = fh
+	return r, nil
 }
 
-// NewReader reads format f from r. Parquet and Arrow files need r to be an
-// io.ReaderAt and io.Seeker (an *os.File is).
+// NewReader reads format f from r, which it does not close. CSV and both
+// Arrow IPC formats (stream and file) can be read from any io.Reader, such
+// as a pipe; Parquet needs r to be an io.ReaderAt and io.Seeker too (as
+// *os.File and *bytes.Reader are), else NewReader returns an error. An
+// Arrow or Parquet input that is an io.ReaderAt and io.Seeker is read whole
+// from offset 0, whatever its current position. Errors name r.Name() when r
+// has that method (as *os.File has), else "input".
 func NewReader(r io.Reader, f Format, opt ReadOptions) (Reader, error) {
-	return newReader("input", r, f, opt)
-}
-
-type closing struct {
-	Reader
-	c io.Closer
-}
-
-func (c *closing) Close() error {
-	err := c.Reader.Close()
-	if cerr := c.c.Close(); err == nil {
-		err = cerr
+	name := "input"
+	if n, ok := r.(interface{ Name() string }); ok && n.Name() != "" {
+		name = n.Name()
 	}
-	return err
+	rd, err := newReader(name, r, f, opt)
+	if err != nil {
+		return nil, err
+	}
+	return rd, nil
 }
 
+// source is one format's stream of batches, before re-slicing and
+// dictionary decoding.
+type source interface {
+	schema() *arrow.Schema
+	// next returns a batch the caller owns, or io.EOF.
+	next() (arrow.RecordBatch, error)
+	close() error
+}
+
+// readAtSeeker is what random-access formats need; the io.Reader part is
+// implied by NewReader's parameter.
 type readAtSeeker interface {
 	io.Reader
 	io.ReaderAt
 	io.Seeker
 }
 
-func newReader(name string, r io.Reader, f Format, opt ReadOptions) (rd Reader, err error) {
+// noClose hides a Close method from libraries that would otherwise close a
+// reader they do not own.
+type noClose struct{ readAtSeeker }
+
+func newReader(name string, in io.Reader, f Format, opt ReadOptions) (rd *reader, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			rd, err = nil, fmt.Errorf("%s: corrupt %s file: %v", name, f, p)
+			rd, err = nil, fmt.Errorf("%s: corrupt or unreadable %s file: %v", name, f, p)
 		}
 	}()
+	mem := opt.allocator()
+	var src source
 	switch f {
 	case CSV:
-		return newCSVReader(name, r, opt)
+		src, err = newCSVSource(in, opt.batchRows(), mem)
 	case Arrow:
-		br := bufio.NewReader(r)
-		magic, _ := br.Peek(6)
-		if bytes.Equal(magic, []byte("ARROW1")) {
-			ras, ok := r.(readAtSeeker)
-			if !ok {
-				return nil, fmt.Errorf("%s: an Arrow IPC file needs a seekable input", name)
-			}
-			fr, err := ipc.NewFileReader(ras)
-			if err != nil {
-				return nil, fmt.Errorf("%s: not a readable Arrow IPC file: %w", name, err)
-			}
-			return &safe{name: name, r: &ipcFileReader{fr: fr}}, nil
-		}
-		sr, err := ipc.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("%s: not a readable Arrow IPC file or stream: %w", name, err)
-		}
-		return &safe{name: name, r: &ipcStreamReader{sr: sr}}, nil
+		src, err = newArrowSource(in, mem)
 	case Parquet:
-		ras, ok := r.(readAtSeeker)
-		if !ok {
-			return nil, fmt.Errorf("%s: a Parquet file needs a seekable input", name)
-		}
-		pf, err := file.NewParquetReader(ras)
-		if err != nil {
-			return nil, fmt.Errorf("%s: not a readable Parquet file: %w", name, err)
-		}
-		fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: int64(opt.batch())}, memory.DefaultAllocator)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		rr, err := fr.GetRecordReader(context.Background(), nil, nil)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		return &safe{name: name, r: &parquetReader{rr: rr, pf: pf}}, nil
-	}
-	return nil, fmt.Errorf("%s: unknown format %q", name, f)
-}
-
-// safe turns panics of the Arrow and Parquet decoders on corrupt input into
-// errors naming the file.
-type safe struct {
-	name string
-	r    Reader
-}
-
-func (s *safe) Schema() *arrow.Schema { return s.r.Schema() }
-func (s *safe) Close() error          { return s.r.Close() }
-func (s *safe) Next() (rec arrow.RecordBatch, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			rec, err = nil, fmt.Errorf("%s: corrupt file: %v", s.name, p)
-		}
-	}()
-	rec, err = s.r.Next()
-	if err != nil && !errors.Is(err, io.EOF) {
-		err = fmt.Errorf("%s: %w", s.name, err)
-	}
-	return rec, err
-}
-
-type ipcFileReader struct {
-	fr *ipc.FileReader
-	i  int
-}
-
-func (r *ipcFileReader) Schema() *arrow.Schema { return r.fr.Schema() }
-func (r *ipcFileReader) Close() error          { return r.fr.Close() }
-func (r *ipcFileReader) Next() (arrow.RecordBatch, error) {
-	if r.i >= r.fr.NumRecords() {
-		return nil, io.EOF
-	}
-	rec, err := r.fr.RecordBatch(r.i)
-	if err != nil {
-		return nil, err
-	}
-	r.i++
-	rec.Retain()
-	return rec, nil
-}
-
-type ipcStreamReader struct{ sr *ipc.Reader }
-
-func (r *ipcStreamReader) Schema() *arrow.Schema { return r.sr.Schema() }
-func (r *ipcStreamReader) Close() error          { r.sr.Release(); return nil }
-func (r *ipcStreamReader) Next() (arrow.RecordBatch, error) {
-	if !r.sr.Next() {
-		if err := r.sr.Err(); err != nil {
-			return nil, err
-		}
-		return nil, io.EOF
-	}
-	rec := r.sr.RecordBatch()
-	rec.Retain()
-	return rec, nil
-}
-
-type parquetReader struct {
-	rr pqarrow.RecordReader
-	pf *file.Reader
-}
-
-func (r *parquetReader) Schema() *arrow.Schema { return r.rr.Schema() }
-func (r *parquetReader) Close() error          { r.rr.Release(); return r.pf.Close() }
-func (r *parquetReader) Next() (arrow.RecordBatch, error) {
-	rec, err := r.rr.Read()
-	if rec == nil {
-		if err == nil || errors.Is(err, io.EOF) {
-			return nil, io.EOF
-		}
-		return nil, err
-	}
-	rec.Retain()
-	return rec, nil
-}
-
-// csvReader reads CSV with a header row; every column is a nullable string
-// column, an empty field being null.
-type csvReader struct {
-	name   string
-	cr     *csv.Reader
-	schema *arrow.Schema
-	batch  int
-	b      *array.RecordBuilder
-	strs   []*array.StringBuilder
-	done   bool
-}
-
-func newCSVReader(name string, r io.Reader, opt ReadOptions) (*csvReader, error) {
-	br := bufio.NewReaderSize(r, 1<<20)
-	if bom, _ := br.Peek(3); bytes.Equal(bom, []byte{0xEF, 0xBB, 0xBF}) {
-		_, _ = br.Discard(3)
-	}
-	cr := csv.NewReader(br)
-	cr.ReuseRecord = true
-	header, err := cr.Read()
-	if errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: empty file: a CSV file needs a header row", name)
+		src, err = newParquetSource(in, opt.batchRows(), mem)
+	default:
+		err = fmt.Errorf("unknown format %q (valid: csv, parquet, arrow)", f)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	seen := map[string]int{}
-	fields := make([]arrow.Field, len(header))
-	for i, h := range header {
-		if h == "" {
-			return nil, fmt.Errorf("%s: header column %d has no name", name, i+1)
-		}
-		if j, dup := seen[h]; dup {
-			return nil, fmt.Errorf("%s: header names column %q twice (columns %d and %d)", name, h, j+1, i+1)
-		}
-		seen[h] = i
-		fields[i] = arrow.Field{Name: h, Type: arrow.BinaryTypes.String, Nullable: true}
-	}
-	schema := arrow.NewSchema(fields, nil)
-	b := array.NewRecordBuilder(memory.DefaultAllocator, schema)
-	strs := make([]*array.StringBuilder, len(fields))
-	for i := range fields {
-		strs[i] = b.Field(i).(*array.StringBuilder)
-	}
-	return &csvReader{name: name, cr: cr, schema: schema, batch: opt.batch(), b: b, strs: strs}, nil
+	r := &reader{name: name, src: src, mem: mem, max: int64(opt.batchRows())}
+	r.schema, r.decode = plainSchema(src.schema())
+	return r, nil
 }
 
-func (r *csvReader) Schema() *arrow.Schema { return r.schema }
-func (r *csvReader) Close() error          { r.b.Release(); return nil }
+// reader wraps a source: it slices batches larger than the limit, decodes
+// dictionary-encoded strings, names the file in errors and turns panics of
+// the decoders on corrupt input into errors.
+type reader struct {
+	name   string
+	src    source
+	mem    memory.Allocator
+	max    int64
+	schema *arrow.Schema
+	decode []bool // columns holding dictionary-encoded strings; nil if none
 
-func (r *csvReader) Next() (arrow.RecordBatch, error) {
-	if r.done {
-		return nil, io.EOF
+	cur    arrow.RecordBatch // batch being handed out in slices
+	off    int64             // rows of cur already handed out
+	err    error             // sticky: io.EOF, a read error, or closed
+	closed bool
+	closer io.Closer // the file Open opened
+}
+
+func (r *reader) Schema() *arrow.Schema { return r.schema }
+
+func (r *reader) Next() (rec arrow.RecordBatch, err error) {
+	if r.err != nil {
+		return nil, r.err
 	}
-	n := 0
-	for n < r.batch {
-		rec, err := r.cr.Read()
-		if errors.Is(err, io.EOF) {
-			r.done = true
-			break
+	defer func() {
+		if p := recover(); p != nil {
+			rec, err = nil, fmt.Errorf("%s: corrupt or unreadable file: %v", r.name, p)
 		}
 		if err != nil {
-			var pe *csv.ParseError
-			if errors.As(err, &pe) {
-				if errors.Is(pe.Err, csv.ErrFieldCount) {
-					return nil, fmt.Errorf("%s: line %d: %d fields, but the header has %d", r.name, pe.StartLine, len(rec), len(r.strs))
-				}
-				return nil, fmt.Errorf("%s: line %d: %w", r.name, pe.StartLine, pe.Err)
+			r.err = err
+		}
+	}()
+	for {
+		if r.cur != nil {
+			if rec := r.slice(); rec != nil {
+				return rec, nil
 			}
+		}
+		b, err := r.src.next()
+		if errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", r.name, err)
 		}
-		for i, v := range rec {
-			if v == "" {
-				r.strs[i].AppendNull()
-			} else {
-				r.strs[i].Append(v)
+		if b.NumRows() == 0 {
+			b.Release()
+			continue
+		}
+		if b, err = r.plain(b); err != nil {
+			return nil, fmt.Errorf("%s: %w", r.name, err)
+		}
+		r.cur, r.off = b, 0
+	}
+}
+
+// slice hands out the next at most max rows of cur, or returns nil when cur
+// is used up.
+func (r *reader) slice() arrow.RecordBatch {
+	n := r.cur.NumRows()
+	if r.off == 0 && n <= r.max {
+		rec := r.cur
+		r.cur = nil
+		return rec
+	}
+	if r.off >= n {
+		r.cur.Release()
+		r.cur = nil
+		return nil
+	}
+	end := min(r.off+r.max, n)
+	rec := r.cur.NewSlice(r.off, end)
+	r.off = end
+	return rec
+}
+
+func (r *reader) Close() (err error) {
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	r.err = fmt.Errorf("%s: reader is closed", r.name)
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%s: closing: %v", r.name, p)
+		}
+		if r.closer != nil {
+			if cerr := r.closer.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("%s: %w", r.name, cerr)
 			}
 		}
-		n++
+	}()
+	if r.cur != nil {
+		r.cur.Release()
+		r.cur = nil
 	}
-	if n == 0 {
-		return nil, io.EOF
+	if err := r.src.close(); err != nil {
+		return fmt.Errorf("%s: %w", r.name, err)
 	}
-	return r.b.NewRecordBatch(), nil
+	return nil
+}
+
+// plainSchema is sc with dictionary-encoded string columns turned into
+// String columns, and which columns those are (nil if none).
+func plainSchema(sc *arrow.Schema) (*arrow.Schema, []bool) {
+	var decode []bool
+	fields := sc.Fields()
+	for i, f := range fields {
+		dt, ok := f.Type.(*arrow.DictionaryType)
+		if !ok {
+			continue
+		}
+		switch dt.ValueType.ID() {
+		case arrow.STRING, arrow.LARGE_STRING:
+			if decode == nil {
+				decode = make([]bool, len(fields))
+			}
+			decode[i] = true
+			fields[i].Type = arrow.BinaryTypes.String
+		}
+	}
+	if decode == nil {
+		return sc, nil
+	}
+	md := sc.Metadata()
+	return arrow.NewSchema(fields, &md), decode
+}
+
+// plain decodes the dictionary-encoded string columns of b, taking over b.
+func (r *reader) plain(b arrow.RecordBatch) (arrow.RecordBatch, error) {
+	if r.decode == nil {
+		return b, nil
+	}
+	defer b.Release()
+	cols := make([]arrow.Array, b.NumCols())
+	var decoded []arrow.Array
+	defer func() {
+		for _, c := range decoded {
+			c.Release()
+		}
+	}()
+	for i, col := range b.Columns() {
+		if !r.decode[i] {
+			cols[i] = col
+			continue
+		}
+		d, err := decodeStrings(r.mem, col)
+		if err != nil {
+			return nil, fmt.Errorf("column %q: %w", r.schema.Field(i).Name, err)
+		}
+		decoded = append(decoded, d)
+		cols[i] = d
+	}
+	return array.NewRecordBatch(r.schema, cols, b.NumRows()), nil
+}
+
+// decodeStrings turns a dictionary array of strings into a String array.
+func decodeStrings(mem memory.Allocator, col arrow.Array) (arrow.Array, error) {
+	d, ok := col.(*array.Dictionary)
+	if !ok {
+		return nil, fmt.Errorf("%s column where the schema says dictionary", col.DataType())
+	}
+	dict, ok := d.Dictionary().(interface {
+		arrow.Array
+		Value(int) string
+	})
+	if !ok {
+		return nil, fmt.Errorf("dictionary of %s where the schema says strings", d.Dictionary().DataType())
+	}
+	b := array.NewStringBuilder(mem)
+	defer b.Release()
+	b.Reserve(d.Len())
+	n := dict.Len()
+	for i := 0; i < d.Len(); i++ {
+		if d.IsNull(i) {
+			b.AppendNull()
+			continue
+		}
+		j := d.GetValueIndex(i)
+		switch {
+		case j < 0 || j >= n:
+			return nil, fmt.Errorf("dictionary index %d out of range (dictionary has %d values)", j, n)
+		case dict.IsNull(j):
+			b.AppendNull()
+		default:
+			b.Append(dict.Value(j))
+		}
+	}
+	return b.NewArray(), nil
 }
