@@ -76,8 +76,6 @@ type pushed struct {
 	rows []pushedRow
 }
 
-var tsType = &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
-
 // pushBatch checks the pushed rows against the view and builds the Arrow
 // batch to store; every problem names the row and the column.
 func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featurestorev1.PushRow, now time.Time) (*pushed, error) {
@@ -90,13 +88,13 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 		}
 		fields = append(fields, arrow.Field{Name: e.JoinKey, Type: t})
 	}
-	fields = append(fields, arrow.Field{Name: v.Source.TimestampField, Type: tsType})
+	fields = append(fields, arrow.Field{Name: v.Source.TimestampField, Type: offline.ArrowType(definitions.Timestamp)})
 	created := v.Source.CreatedTimestampField
 	if created != "" {
-		fields = append(fields, arrow.Field{Name: created, Type: tsType})
+		fields = append(fields, arrow.Field{Name: created, Type: offline.ArrowType(definitions.Timestamp)})
 	}
 	for _, f := range v.Features {
-		fields = append(fields, arrow.Field{Name: f.Name, Type: arrowOf(f.Type), Nullable: true})
+		fields = append(fields, arrow.Field{Name: f.Name, Type: offline.ArrowType(f.Type), Nullable: true})
 	}
 	known := map[string]bool{}
 	for _, f := range fields {
@@ -158,30 +156,6 @@ func errOrMissing(err error) error {
 		return err
 	}
 	return fmt.Errorf("missing")
-}
-
-func arrowOf(t definitions.ValueType) arrow.DataType {
-	switch t {
-	case definitions.Int32:
-		return arrow.PrimitiveTypes.Int32
-	case definitions.Int64:
-		return arrow.PrimitiveTypes.Int64
-	case definitions.Float32:
-		return arrow.PrimitiveTypes.Float32
-	case definitions.Float64:
-		return arrow.PrimitiveTypes.Float64
-	case definitions.Bool:
-		return arrow.FixedWidthTypes.Boolean
-	case definitions.Timestamp:
-		return tsType
-	case definitions.ArrayFloat32:
-		return arrow.ListOf(arrow.PrimitiveTypes.Float32)
-	case definitions.ArrayInt64:
-		return arrow.ListOf(arrow.PrimitiveTypes.Int64)
-	case definitions.ArrayString:
-		return arrow.ListOf(arrow.BinaryTypes.String)
-	}
-	return arrow.BinaryTypes.String
 }
 
 // goValue converts a pushed value to the Go form of type t; nil is null.

@@ -139,7 +139,7 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 	var sinks []sink
 	for _, c := range set.Columns {
 		seen[c.Name] = fmt.Sprintf("entity column %q", c.Name)
-		fields = append(fields, arrow.Field{Name: c.Name, Type: arrowType(c.Type), Nullable: true})
+		fields = append(fields, arrow.Field{Name: c.Name, Type: ArrowType(c.Type), Nullable: true})
 		exprs = append(exprs, c.expr)
 		sinks = append(sinks, newSink(c.Type, c.textual))
 	}
@@ -174,7 +174,7 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 		}
 		seen[name] = what
 		p.feats = append(p.feats, definitions.FeatureRef{View: v.Name, Feature: f.Name, Type: f.Type})
-		fields = append(fields, arrow.Field{Name: name, Type: arrowType(f.Type), Nullable: true})
+		fields = append(fields, arrow.Field{Name: name, Type: ArrowType(f.Type), Nullable: true})
 		sinks = append(sinks, newSink(f.Type, false))
 		// The view's subquery returns its features as one tuple; a view
 		// without a row for the entity row leaves __found at 0.
@@ -288,8 +288,8 @@ func canonical(t definitions.ValueType, expr string) string {
 	return expr
 }
 
-// arrowType is the Arrow type a value type is written as.
-func arrowType(t definitions.ValueType) arrow.DataType {
+// ArrowType is the Arrow type a value type is written as.
+func ArrowType(t definitions.ValueType) arrow.DataType {
 	switch t {
 	case definitions.Int32:
 		return arrow.PrimitiveTypes.Int32
