@@ -7,6 +7,7 @@ package onlinetier
 import (
 	"bytes"
 	"hash/maphash"
+	"math"
 	"sync"
 	"sync/atomic"
 
@@ -146,13 +147,17 @@ func (t *Tier) Get(view string, key []byte) (*Row, bool) {
 	s := t.shard(h)
 	s.mu.Lock()
 	e, ok := s.lru.Get(h)
+	var row *Row
+	if ok {
+		row = e.row // Refresh replaces it in place, under the lock
+	}
 	s.mu.Unlock()
 	if !ok || !sameKey(e.key, view, key) {
 		t.misses.Add(1)
 		return nil, false
 	}
 	t.hits.Add(1)
-	return e.row, true
+	return row, true
 }
 
 // Put caches row as the latest of key in view unless the tier holds a newer
@@ -174,6 +179,35 @@ func (t *Tier) Put(view string, key []byte, row *Row) bool {
 	}
 	s.lru.Add(h, e)
 	s.bytes += e.size
+	for s.bytes > t.budget && s.lru.Len() > 1 {
+		s.lru.RemoveOldest()
+		t.evictions.Add(1)
+	}
+	return true
+}
+
+// Refresh replaces the cached row of key in view with row, but only when
+// the tier holds an entry for the key (a row or an absence mark) and row is
+// newer than it; an absence mark (EventTS == math.MinInt64) is always
+// replaced. It reports whether row was stored. A refresh keeps a cached row
+// current without being a use of it: it counts no hit or miss and leaves the
+// entry's place in the LRU order unchanged. Rows are immutable once stored.
+func (t *Tier) Refresh(view string, key []byte, row *Row) bool {
+	h := t.hash(view, key)
+	s := t.shard(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.lru.Peek(h)
+	if !ok || !sameKey(e.key, view, key) {
+		return false
+	}
+	if e.row.EventTS != math.MinInt64 && !row.newer(e.row) {
+		return false
+	}
+	// In place, so the LRU order stays; Get reads e.row under the lock.
+	sz := size(e.key, row)
+	s.bytes += sz - e.size
+	e.row, e.size = row, sz
 	for s.bytes > t.budget && s.lru.Len() > 1 {
 		s.lru.RemoveOldest()
 		t.evictions.Add(1)

@@ -2,6 +2,7 @@ package onlinetier
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"sync"
@@ -55,6 +56,82 @@ func TestLatestRowWins(t *testing.T) {
 	}
 }
 
+// absent is the mark onlinestore caches for a key with no row.
+func absent(at int64) *Row { return &Row{EventTS: math.MinInt64, CreatedTS: at} }
+
+func TestRefresh(t *testing.T) {
+	cases := []struct {
+		name   string
+		held   *Row // nil: the tier holds nothing for the key
+		put    *Row
+		stored bool
+	}{
+		{"nothing held", nil, row(10, 1, 1), false},
+		{"newer event", row(10, 1, 1), row(11, 0, 2), true},
+		{"same event, newer created", row(10, 1, 1), row(10, 2, 2), true},
+		{"full tie", row(10, 1, 1), row(10, 1, 2), true},
+		{"same event, older created", row(10, 1, 1), row(10, 0, 2), false},
+		{"older event", row(10, 1, 1), row(9, 5, 2), false},
+		{"absence mark", absent(50), row(1, 0, 2), true},
+		{"absence mark by an older mark", absent(50), absent(10), true},
+		{"row by an absence mark", row(10, 1, 1), absent(99), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tier := New(Options{BudgetBytes: 1 << 20, Shards: 2})
+			k := []byte("c1")
+			if c.held != nil {
+				tier.Put("v", k, c.held)
+			}
+			before := tier.Stats()
+			if got := tier.Refresh("v", k, c.put); got != c.stored {
+				t.Fatalf("Refresh = %v, want %v", got, c.stored)
+			}
+			after := tier.Stats()
+			if after.Hits != before.Hits || after.Misses != before.Misses {
+				t.Fatalf("Refresh counted a lookup: %+v, then %+v", before, after)
+			}
+			full := append([]byte("v\x00"), k...)
+			want, wantBytes := c.held, int64(0)
+			if c.stored {
+				want = c.put
+			}
+			if want != nil {
+				wantBytes = size(full, want)
+			}
+			if after.Bytes != wantBytes {
+				t.Fatalf("accounted %d bytes, want %d", after.Bytes, wantBytes)
+			}
+			got, ok := tier.Get("v", k)
+			if ok != (want != nil) || got != want {
+				t.Fatalf("Get = %+v %v, want %+v", got, ok, want)
+			}
+			if tier.Refresh("w", k, row(99, 9, 9)) || tier.Refresh("v", []byte("c2"), row(99, 9, 9)) {
+				t.Fatal("Refresh stored a key the tier did not hold")
+			}
+		})
+	}
+}
+
+// TestRefreshKeepsLRUOrder: a refreshed entry is not a used one; it is
+// still the first to go.
+func TestRefreshKeepsLRUOrder(t *testing.T) {
+	sz := size([]byte("v\x00a"), row(1, 1, 1))
+	tier := New(Options{BudgetBytes: 2 * sz, Shards: 1})
+	tier.Put("v", []byte("a"), row(1, 1, 1))
+	tier.Put("v", []byte("b"), row(1, 1, 1))
+	if !tier.Refresh("v", []byte("a"), row(2, 1, 2)) {
+		t.Fatal("Refresh of a held key did not store")
+	}
+	tier.Put("v", []byte("c"), row(1, 1, 1))
+	if _, ok := tier.Get("v", []byte("a")); ok {
+		t.Fatal("the refreshed entry was kept over a more recently used one")
+	}
+	if _, ok := tier.Get("v", []byte("b")); !ok {
+		t.Fatal("the more recently used entry was evicted")
+	}
+}
+
 // model is a naive single-shard LRU with a byte budget: the oracle.
 type model struct {
 	budget int64
@@ -84,6 +161,23 @@ func (m *model) put(k string, r *Row, sz int64) bool {
 	m.rows[k], m.sizes[k] = r, sz
 	m.total += sz
 	m.touch(k)
+	m.evict()
+	return true
+}
+
+// refresh replaces a held row without touching the LRU order.
+func (m *model) refresh(k string, r *Row, sz int64) bool {
+	old, ok := m.rows[k]
+	if !ok || (old.EventTS != math.MinInt64 && !r.newer(old)) {
+		return false
+	}
+	m.total += sz - m.sizes[k]
+	m.rows[k], m.sizes[k] = r, sz
+	m.evict()
+	return true
+}
+
+func (m *model) evict() {
 	for m.total > m.budget && len(m.order) > 1 {
 		last := m.order[len(m.order)-1]
 		m.order = m.order[:len(m.order)-1]
@@ -91,7 +185,6 @@ func (m *model) put(k string, r *Row, sz int64) bool {
 		delete(m.rows, last)
 		delete(m.sizes, last)
 	}
-	return true
 }
 
 func (m *model) get(k string) (*Row, bool) {
@@ -113,15 +206,25 @@ func TestMatchesNaiveLRU(t *testing.T) {
 		var hits, misses uint64
 		for step := range 3000 {
 			k := fmt.Sprintf("key-%d", rng.IntN(60))
-			if rng.IntN(2) == 0 {
+			if op := rng.IntN(3); op < 2 {
 				r := row(int64(rng.IntN(20)), int64(rng.IntN(3)), int64(step))
 				if rng.IntN(4) == 0 {
 					r.Values = append(r.Values, Value{Str: string(make([]byte, rng.IntN(500)))})
 				}
+				if rng.IntN(8) == 0 {
+					r = absent(int64(step))
+				}
 				full := append(append([]byte("v"), 0), k...)
-				want := m.put(k, r, size(full, r))
-				if got := tier.Put("v", []byte(k), r); got != want {
-					t.Fatalf("seed %d step %d: Put(%s) = %v, model %v", seed, step, k, got, want)
+				if op == 0 {
+					want := m.put(k, r, size(full, r))
+					if got := tier.Put("v", []byte(k), r); got != want {
+						t.Fatalf("seed %d step %d: Put(%s) = %v, model %v", seed, step, k, got, want)
+					}
+				} else {
+					want := m.refresh(k, r, size(full, r))
+					if got := tier.Refresh("v", []byte(k), r); got != want {
+						t.Fatalf("seed %d step %d: Refresh(%s) = %v, model %v", seed, step, k, got, want)
+					}
 				}
 			} else {
 				want, wok := m.get(k)
@@ -186,6 +289,8 @@ func TestConcurrentUse(t *testing.T) {
 				k := []byte(fmt.Sprint((i * (g + 1)) % 300))
 				if i%3 == 0 {
 					tier.Put("v", k, row(int64(i), int64(g), int64(i)))
+				} else if i%6 == 1 {
+					tier.Refresh("v", k, row(int64(i), int64(g), int64(i)))
 				} else if r, ok := tier.Get("v", k); ok && !reflect.DeepEqual(r.Values[0], Value{Int: r.EventTS}) {
 					t.Errorf("row %+v holds another row's value", r)
 					return
