@@ -90,6 +90,12 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 	}
 	table := s.viewTable(v)
 	stage := table
+	// Rows carry insertion times from now on but become visible only at
+	// the commit; the ingestion log lets change scans look back this far.
+	storedFrom, err := s.Now(ctx)
+	if err != nil {
+		return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
+	}
 	if opt.Direct {
 		opt.BatchRows = math.MaxInt
 	} else {
@@ -188,6 +194,12 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 	if rows > 0 && !opt.Direct {
 		if err := s.publish(ctx, table, stage, targets, v.External()); err != nil {
 			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
+		}
+	}
+	if rows > 0 {
+		if err := s.logIngestion(ctx, v, rows, storedFrom); err != nil {
+			// The rows are stored; replicas fall back to the scan overlap.
+			s.log.Warn("ingestion log", "view", v.Name, "err", err)
 		}
 	}
 	s.log.Info("ingested", "view", v.Name, "file", name, "rows", rows, "duration", time.Since(start))

@@ -33,10 +33,6 @@ func (s *Store) Latest(ctx context.Context, repo *definitions.Repo, v *definitio
 		return nil, nil
 	}
 	ents := repo.JoinKeys(v)
-	var keyCols []string
-	for _, e := range ents {
-		keyCols = append(keyCols, quoteIdent(e.JoinKey))
-	}
 	tuples := make([]string, len(keys))
 	for i, k := range keys {
 		if len(k) != len(ents) {
@@ -55,6 +51,22 @@ func (s *Store) Latest(ctx context.Context, repo *definitions.Repo, v *definitio
 		}
 		tuples[i] = "(" + strings.Join(parts, ", ") + ")"
 	}
+	q := s.latestSQL(repo, v, at, []string{fmt.Sprintf("(%s) IN (%s)", keyColumns(repo, v), strings.Join(tuples, ", "))}, nil)
+	var out []LatestRow
+	_, err := s.streamLatest(ctx, q, repo, v, func(r LatestRow) error {
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("latest rows of %s: %w", v.Name, err)
+	}
+	return out, nil
+}
+
+// latestSQL is the query of the latest row per key of v at instant at,
+// among the rows passing where, of the keys passing having (conditions on
+// the aggregated version column "_version").
+func (s *Store) latestSQL(repo *definitions.Repo, v *definitions.FeatureView, at time.Time, where, having []string) string {
 	ts := quoteIdent(v.Source.TimestampField)
 	created := "toUInt64(0)"
 	if cf := createdField(v); cf != "" {
@@ -65,35 +77,47 @@ func (s *Store) Latest(ctx context.Context, repo *definitions.Repo, v *definitio
 	for _, f := range v.Features {
 		feats = append(feats, quoteIdent(f.Name))
 	}
-	query := fmt.Sprintf("SELECT %s FROM %s WHERE %s <= toDateTime(%d) AND (%s) IN (%s) GROUP BY %s",
-		strings.Join(append(append([]string{}, keyCols...), latestAggs(v, version, feats)...), ", "),
-		s.viewTable(v), ts, at.Unix(), strings.Join(keyCols, ", "), strings.Join(tuples, ", "), strings.Join(keyCols, ", "))
+	keys := keyColumns(repo, v)
+	conds := append([]string{fmt.Sprintf("%s <= toDateTime(%d)", ts, at.Unix())}, where...)
+	q := fmt.Sprintf("SELECT %s, %s FROM %s WHERE %s GROUP BY %s",
+		keys, strings.Join(latestAggs(v, version, feats), ", "), s.viewTable(v), strings.Join(conds, " AND "), keys)
+	if len(having) > 0 {
+		q += " HAVING " + strings.Join(having, " AND ")
+	}
+	return q
+}
+
+// streamLatest runs a latestSQL query and hands each row to fn as it
+// arrives; it returns the number of rows.
+func (s *Store) streamLatest(ctx context.Context, query string, repo *definitions.Repo, v *definitions.FeatureView, fn func(LatestRow) error) (int64, error) {
+	ents := repo.JoinKeys(v)
 	rows, err := s.conn.Query(ctx, query)
 	if err != nil {
-		return nil, fmt.Errorf("latest rows of %s: %w", v.Name, err)
+		return 0, err
 	}
 	defer rows.Close()
-	var out []LatestRow
+	// Scan targets are reused across rows; values are copied out.
+	dests := make([]any, 0, len(ents)+1+len(v.Features))
+	keyVals := make([]any, len(ents))
+	for j, e := range ents {
+		if e.Type == definitions.Int64 {
+			keyVals[j] = new(int64)
+		} else {
+			keyVals[j] = new(string)
+		}
+		dests = append(dests, keyVals[j])
+	}
+	var ver uint64
+	dests = append(dests, &ver)
+	vals := make([]any, len(v.Features))
+	for j, f := range v.Features {
+		vals[j] = scanTarget(f.Type)
+		dests = append(dests, vals[j])
+	}
+	var n int64
 	for rows.Next() {
-		dests := make([]any, 0, len(ents)+1+len(v.Features))
-		keyVals := make([]any, len(ents))
-		for j, e := range ents {
-			if e.Type == definitions.Int64 {
-				keyVals[j] = new(int64)
-			} else {
-				keyVals[j] = new(string)
-			}
-			dests = append(dests, keyVals[j])
-		}
-		var ver uint64
-		dests = append(dests, &ver)
-		vals := make([]any, len(v.Features))
-		for j, f := range v.Features {
-			vals[j] = scanTarget(f.Type)
-			dests = append(dests, vals[j])
-		}
 		if err := rows.Scan(dests...); err != nil {
-			return nil, fmt.Errorf("latest rows of %s: %w", v.Name, err)
+			return n, err
 		}
 		lr := LatestRow{EventTS: int64(ver >> 32), CreatedTS: int64(ver & 0xFFFFFFFF), Keys: make([]any, len(ents)), Values: make([]any, len(v.Features))}
 		for j := range keyVals {
@@ -107,15 +131,27 @@ func (s *Store) Latest(ctx context.Context, repo *definitions.Repo, v *definitio
 		for j, f := range v.Features {
 			lr.Values[j] = scannedValue(f.Type, vals[j])
 		}
-		out = append(out, lr)
+		n++
+		if err := fn(lr); err != nil {
+			return n, err
+		}
 	}
-	return out, rows.Err()
+	return n, rows.Err()
+}
+
+// keyColumns lists the quoted join key columns of v.
+func keyColumns(repo *definitions.Repo, v *definitions.FeatureView) string {
+	var cols []string
+	for _, e := range repo.JoinKeys(v) {
+		cols = append(cols, quoteIdent(e.JoinKey))
+	}
+	return strings.Join(cols, ", ")
 }
 
 // latestAggs are the aggregates of a latest-row query: the version
 // (event_ts << 32 | created_ts) and each feature of the winning row.
 func latestAggs(v *definitions.FeatureView, version string, feats []string) []string {
-	aggs := []string{"max(" + version + ")"}
+	aggs := []string{"max(" + version + ") AS _version"}
 	winner := fmt.Sprintf("argMax(tuple(%s), %s)", strings.Join(feats, ", "), version)
 	for j, f := range v.Features {
 		val := fmt.Sprintf("tupleElement(%s, %d)", winner, j+1)

@@ -423,4 +423,52 @@ func checkPIT(t *testing.T, rng *rand.Rand, repo *definitions.Repo) {
 			}
 		}
 	}
+
+	// ScanLatest visits every key with a row at the instant, optionally
+	// only those whose latest row falls in an event-time window.
+	for view := range keySets {
+		fv, _ := repo.View(view)
+		window := [2]time.Time{base.Add(time.Hour), base.Add(2 * time.Hour)}
+		for _, win := range [][2]time.Time{{}, window} {
+			got := map[string]offline.LatestRow{}
+			n, err := s.ScanLatest(ctx, repo, fv, offline.ScanOptions{At: at, Start: win[0], End: win[1]}, func(r offline.LatestRow) error {
+				k := fmt.Sprint(r.Keys)
+				if _, dup := got[k]; dup {
+					return fmt.Errorf("key %s scanned twice", k)
+				}
+				got[k] = r
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("scan %s: %v", view, err)
+			}
+			want := map[string]*viewRow{}
+			for _, r := range stored[view] {
+				k := fmt.Sprint(r.keys)
+				if _, seen := want[k]; seen {
+					continue
+				}
+				best := oracleRow(stored[view], r.keys, at, 0)
+				if best != nil && (win[0].IsZero() || (!best.event.Before(win[0]) && !best.event.After(win[1]))) {
+					want[k] = best
+				} else {
+					want[k] = nil
+				}
+			}
+			for k, w := range want {
+				if w == nil {
+					delete(want, k)
+				}
+			}
+			if int(n) != len(want) || len(got) != len(want) {
+				t.Errorf("scan %s window %v: %d rows (%d distinct), oracle %d", view, win, n, len(got), len(want))
+			}
+			for k, w := range want {
+				r, ok := got[k]
+				if !ok || !reflect.DeepEqual(r.Values, w.values) || r.EventTS != w.event.Unix() || r.CreatedTS != w.created.Unix() {
+					t.Errorf("scan %s %s window %v:\n got  %v (found %v)\n want %v at %s", view, k, win, r, ok, w.values, w.event)
+				}
+			}
+		}
+	}
 }

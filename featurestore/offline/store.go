@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -25,6 +26,9 @@ type Store struct {
 	db      string
 	log     *slog.Logger
 	version driver.ServerVersion
+	// insertionCols remembers which external view tables have an
+	// insertion-time column (table name -> bool); tailor's own always do.
+	insertionCols sync.Map
 }
 
 // Options configures Open.
@@ -111,6 +115,22 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			summary String,
 			%s DateTime DEFAULT now()
 		) ENGINE = MergeTree ORDER BY version`, quoteIdent(s.db), InsertedAtColumn),
+		// One row per committed ingestion: its rows carry insertion times
+		// from stored_from on, though they became visible at committed_at.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.ingest_log (
+			view String,
+			rows UInt64,
+			stored_from DateTime,
+			committed_at DateTime DEFAULT now()
+		) ENGINE = MergeTree ORDER BY (view, committed_at)`, quoteIdent(s.db)),
+		// One row per finished materialization: the watermark an
+		// incremental run starts from.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.materializations (
+			view String,
+			stored_before DateTime,
+			keys UInt64,
+			finished_at DateTime DEFAULT now()
+		) ENGINE = MergeTree ORDER BY (view, finished_at)`, quoteIdent(s.db)),
 	}
 	for _, q := range stmts {
 		if err := s.conn.Exec(ctx, q); err != nil {
