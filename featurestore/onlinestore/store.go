@@ -167,8 +167,8 @@ func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definiti
 				default:
 					res.Status, res.EventTS = Present, time.Unix(r.EventTS, 0).UTC()
 					j := featIndex[refs[p].Feature]
-					if j < len(r.Values) {
-						res.Value = fromTier(v.Features[j].Type, r.Values[j])
+					if j < r.Len() {
+						res.Value = fromTier(v.Features[j].Type, r, j)
 					}
 				}
 			}
@@ -346,78 +346,61 @@ func encodeTuple(parts []any) ([]any, []byte, error) {
 	return parts, b, nil
 }
 
-// toTier converts a row read from the offline store.
+// toTier converts a row read from the offline store, whose values are of
+// the types onlinetier.NewRow takes (see offline.LatestRow); any other is a
+// bug in that contract, and panics.
 func toTier(v *definitions.FeatureView, lr offline.LatestRow) *onlinetier.Row {
-	r := &onlinetier.Row{EventTS: lr.EventTS, CreatedTS: lr.CreatedTS, Values: make([]onlinetier.Value, len(lr.Values))}
-	for j, val := range lr.Values {
-		tv := &r.Values[j]
-		switch x := val.(type) {
-		case nil:
-			tv.Null = true
-		case int32:
-			tv.Int = int64(x)
-		case int64:
-			tv.Int = x
-		case bool:
-			if x {
-				tv.Int = 1
-			}
-		case time.Time:
-			tv.Int = x.UnixMicro()
-		case float32:
-			tv.Float = float64(x)
-		case float64:
-			tv.Float = x
-		case string:
-			tv.Str = x
-		case []float32:
-			tv.Floats = x
-		case []int64:
-			tv.Ints = x
-		case []string:
-			tv.Strs = x
-		}
+	r, err := onlinetier.NewRow(lr.EventTS, lr.CreatedTS, lr.Values)
+	if err != nil {
+		panic(fmt.Sprintf("onlinestore: feature view %q: an offline row: %v", v.Name, err))
 	}
 	return r
 }
 
-// fromTier converts a cached value back to its Go form.
-func fromTier(t definitions.ValueType, v onlinetier.Value) any {
-	if v.Null {
+// fromTier returns value j of a cached row in its Go form, by its declared
+// type. An empty array, nil or not when it was cached, comes back empty
+// and non-nil.
+func fromTier(t definitions.ValueType, r *onlinetier.Row, j int) any {
+	if r.Kind(j) == onlinetier.Null {
 		return nil
 	}
 	switch t {
 	case definitions.Int32:
-		return int32(v.Int)
+		return int32(r.Int(j))
 	case definitions.Int64:
-		return v.Int
+		return r.Int(j)
 	case definitions.Bool:
-		return v.Int != 0
+		return r.Bool(j)
 	case definitions.Timestamp:
-		return time.UnixMicro(v.Int).UTC()
+		return r.Time(j)
 	case definitions.Float32:
-		return float32(v.Float)
+		return r.Float32(j)
 	case definitions.Float64:
-		return v.Float
+		return r.Float(j)
 	case definitions.String:
-		return v.Str
+		return r.Str(j)
 	case definitions.ArrayFloat32:
-		return v.Floats
+		return r.Float32s(j)
 	case definitions.ArrayInt64:
-		return v.Ints
+		return r.Int64s(j)
 	case definitions.ArrayString:
-		return v.Strs
+		return r.Strings(j)
 	}
 	return nil
 }
 
 // Observe records a row just stored in the offline store, so the tier
-// answers with it at once. A row older than the one cached is ignored.
+// answers with it at once. A row older than the one cached is ignored. It
+// fails on a key or value of a type the tier cannot hold.
 func (s *Store) Observe(v *definitions.FeatureView, keys []any, eventTS, createdTS int64, values []any) error {
 	_, k, err := encodeTuple(keys)
 	if err != nil {
 		return err
 	}
-	s.tier.Put(v.Name, k, toTier(v, offline.LatestRow{Keys: keys, EventTS: eventTS, CreatedTS: createdTS, Values: values}))
+	r, err := onlinetier.NewRow(eventTS, createdTS, values)
+	if err != nil {
+		return err
+	}
+	s.tier.Put(v.Name, k, r)
 	return nil
 }

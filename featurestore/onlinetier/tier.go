@@ -8,57 +8,24 @@ import (
 	"bytes"
 	"hash/maphash"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
-// Value is one feature value of a cached row. Scalars use Int (int32,
-// int64, bool as 0/1, timestamps as Unix microseconds), Float (float32,
-// float64) or Str; arrays use Floats, Ints or Strs.
-type Value struct {
-	Null   bool
-	Int    int64
-	Float  float64
-	Str    string
-	Floats []float32
-	Ints   []int64
-	Strs   []string
-}
-
-// Row is the latest row of one entity key in one view.
-type Row struct {
-	// EventTS and CreatedTS (Unix seconds) order rows: the greatest
-	// (EventTS, CreatedTS) is the latest.
-	EventTS, CreatedTS int64
-	// Values are the view's features in definition order.
-	Values []Value
-}
-
-// newer reports whether r replaces old under the point-in-time rule.
-func (r *Row) newer(old *Row) bool {
-	return r.EventTS > old.EventTS || (r.EventTS == old.EventTS && r.CreatedTS >= old.CreatedTS)
-}
-
-// entryOverhead approximates what one cached entry costs beyond its key and
-// values: the LRU list element, the map slot, the entry and row headers.
+// entryOverhead is what one cached entry costs beyond its key and its
+// row's encoding: the entry (48 bytes), the LRU's list element (80), the
+// Row header (32) and the entry's share of the LRU's map (a 24-byte slot
+// and a control byte, at the map's average load). TestAccountingMatchesHeap
+// checks it against the heap.
 const entryOverhead = 200
 
-// valueOverhead is the size of one Value.
-const valueOverhead = 112
-
-// size approximates the bytes an entry holds.
+// size is what an entry holds: key was allocated with its capacity
+// rounded up to its size class, and a row's encoding fills its allocation.
 func size(key []byte, r *Row) int64 {
-	n := int64(entryOverhead + len(key) + len(r.Values)*valueOverhead)
-	for i := range r.Values {
-		v := &r.Values[i]
-		n += int64(len(v.Str) + 4*len(v.Floats) + 8*len(v.Ints))
-		for _, s := range v.Strs {
-			n += int64(16 + len(s))
-		}
-	}
-	return n
+	return entryOverhead + int64(cap(key)) + int64(len(r.data))
 }
 
 // Options configures a Tier.
@@ -134,6 +101,13 @@ func (t *Tier) hash(view string, key []byte) hashKey {
 
 func (t *Tier) shard(h hashKey) *shard { return &t.shards[h[0]%uint64(len(t.shards))] }
 
+// fullKey is the key an entry stores: view, 0, key. Its capacity is its
+// allocation's real size, for size.
+func fullKey(view string, key []byte) []byte {
+	full := slices.Grow([]byte(nil), len(view)+1+len(key))
+	return append(append(append(full, view...), 0), key...)
+}
+
 func sameKey(stored []byte, view string, key []byte) bool {
 	return len(stored) == len(view)+1+len(key) &&
 		string(stored[:len(view)]) == view && stored[len(view)] == 0 &&
@@ -165,8 +139,7 @@ func (t *Tier) Get(view string, key []byte) (*Row, bool) {
 func (t *Tier) Put(view string, key []byte, row *Row) bool {
 	h := t.hash(view, key)
 	s := t.shard(h)
-	full := make([]byte, 0, len(view)+1+len(key))
-	full = append(append(append(full, view...), 0), key...)
+	full := fullKey(view, key)
 	e := &entry{key: full, row: row, size: size(full, row)}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -4,15 +4,14 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"reflect"
 	"sync"
 	"testing"
 )
 
-func row(ev, cr int64, vals ...int64) *Row {
-	r := &Row{EventTS: ev, CreatedTS: cr, Values: make([]Value, 0, len(vals))}
-	for _, v := range vals {
-		r.Values = append(r.Values, Value{Int: v})
+func row(ev, cr int64, vals ...any) *Row {
+	r, err := NewRow(ev, cr, vals)
+	if err != nil {
+		panic(err)
 	}
 	return r
 }
@@ -25,19 +24,19 @@ func TestLatestRowWins(t *testing.T) {
 		stored bool
 		want   int64
 	}{
-		{row(10, 1, 100), true, 100},
-		{row(9, 5, 90), false, 100},  // older event
-		{row(10, 0, 99), false, 100}, // same event, older created
-		{row(10, 2, 101), true, 101}, // same event, newer created
-		{row(10, 2, 102), true, 102}, // a full tie: the later write wins
-		{row(11, 0, 110), true, 110},
+		{row(10, 1, int64(100)), true, 100},
+		{row(9, 5, int64(90)), false, 100},  // older event
+		{row(10, 0, int64(99)), false, 100}, // same event, older created
+		{row(10, 2, int64(101)), true, 101}, // same event, newer created
+		{row(10, 2, int64(102)), true, 102}, // a full tie: the later write wins
+		{row(11, 0, int64(110)), true, 110},
 	}
 	for i, s := range steps {
 		if got := tier.Put("v", k, s.r); got != s.stored {
 			t.Fatalf("step %d: Put stored = %v, want %v", i, got, s.stored)
 		}
 		got, ok := tier.Get("v", k)
-		if !ok || got.Values[0].Int != s.want {
+		if !ok || got.Int(0) != s.want {
 			t.Fatalf("step %d: Get = %+v %v, want %d", i, got, ok, s.want)
 		}
 	}
@@ -46,8 +45,8 @@ func TestLatestRowWins(t *testing.T) {
 	if _, ok := tier.Get("w", k); ok {
 		t.Fatal("view w sees view v's row")
 	}
-	tier.Put("v\x00c", []byte("1"), row(1, 1, 7))
-	if got, _ := tier.Get("v", k); got.Values[0].Int != 110 {
+	tier.Put("v\x00c", []byte("1"), row(1, 1, int64(7)))
+	if got, _ := tier.Get("v", k); got.Int(0) != 110 {
 		t.Fatal("a crafted view name collided with another key")
 	}
 	tier.Delete("v", k)
@@ -66,15 +65,15 @@ func TestRefresh(t *testing.T) {
 		put    *Row
 		stored bool
 	}{
-		{"nothing held", nil, row(10, 1, 1), false},
-		{"newer event", row(10, 1, 1), row(11, 0, 2), true},
-		{"same event, newer created", row(10, 1, 1), row(10, 2, 2), true},
-		{"full tie", row(10, 1, 1), row(10, 1, 2), true},
-		{"same event, older created", row(10, 1, 1), row(10, 0, 2), false},
-		{"older event", row(10, 1, 1), row(9, 5, 2), false},
-		{"absence mark", absent(50), row(1, 0, 2), true},
+		{"nothing held", nil, row(10, 1, int64(1)), false},
+		{"newer event", row(10, 1, int64(1)), row(11, 0, int64(2)), true},
+		{"same event, newer created", row(10, 1, int64(1)), row(10, 2, int64(2)), true},
+		{"full tie", row(10, 1, int64(1)), row(10, 1, int64(2)), true},
+		{"same event, older created", row(10, 1, int64(1)), row(10, 0, int64(2)), false},
+		{"older event", row(10, 1, int64(1)), row(9, 5, int64(2)), false},
+		{"absence mark", absent(50), row(1, 0, int64(2)), true},
 		{"absence mark by an older mark", absent(50), absent(10), true},
-		{"row by an absence mark", row(10, 1, 1), absent(99), false},
+		{"row by an absence mark", row(10, 1, int64(1)), absent(99), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -91,7 +90,7 @@ func TestRefresh(t *testing.T) {
 			if after.Hits != before.Hits || after.Misses != before.Misses {
 				t.Fatalf("Refresh counted a lookup: %+v, then %+v", before, after)
 			}
-			full := append([]byte("v\x00"), k...)
+			full := fullKey("v", k)
 			want, wantBytes := c.held, int64(0)
 			if c.stored {
 				want = c.put
@@ -106,7 +105,7 @@ func TestRefresh(t *testing.T) {
 			if ok != (want != nil) || got != want {
 				t.Fatalf("Get = %+v %v, want %+v", got, ok, want)
 			}
-			if tier.Refresh("w", k, row(99, 9, 9)) || tier.Refresh("v", []byte("c2"), row(99, 9, 9)) {
+			if tier.Refresh("w", k, row(99, 9, int64(9))) || tier.Refresh("v", []byte("c2"), row(99, 9, int64(9))) {
 				t.Fatal("Refresh stored a key the tier did not hold")
 			}
 		})
@@ -116,14 +115,14 @@ func TestRefresh(t *testing.T) {
 // TestRefreshKeepsLRUOrder: a refreshed entry is not a used one; it is
 // still the first to go.
 func TestRefreshKeepsLRUOrder(t *testing.T) {
-	sz := size([]byte("v\x00a"), row(1, 1, 1))
+	sz := size(fullKey("v", []byte("a")), row(1, 1, int64(1)))
 	tier := New(Options{BudgetBytes: 2 * sz, Shards: 1})
-	tier.Put("v", []byte("a"), row(1, 1, 1))
-	tier.Put("v", []byte("b"), row(1, 1, 1))
-	if !tier.Refresh("v", []byte("a"), row(2, 1, 2)) {
+	tier.Put("v", []byte("a"), row(1, 1, int64(1)))
+	tier.Put("v", []byte("b"), row(1, 1, int64(1)))
+	if !tier.Refresh("v", []byte("a"), row(2, 1, int64(2))) {
 		t.Fatal("Refresh of a held key did not store")
 	}
-	tier.Put("v", []byte("c"), row(1, 1, 1))
+	tier.Put("v", []byte("c"), row(1, 1, int64(1)))
 	if _, ok := tier.Get("v", []byte("a")); ok {
 		t.Fatal("the refreshed entry was kept over a more recently used one")
 	}
@@ -209,12 +208,12 @@ func TestMatchesNaiveLRU(t *testing.T) {
 			if op := rng.IntN(3); op < 2 {
 				r := row(int64(rng.IntN(20)), int64(rng.IntN(3)), int64(step))
 				if rng.IntN(4) == 0 {
-					r.Values = append(r.Values, Value{Str: string(make([]byte, rng.IntN(500)))})
+					r = row(r.EventTS, r.CreatedTS, int64(step), string(make([]byte, rng.IntN(500))))
 				}
 				if rng.IntN(8) == 0 {
 					r = absent(int64(step))
 				}
-				full := append(append([]byte("v"), 0), k...)
+				full := fullKey("v", []byte(k))
 				if op == 0 {
 					want := m.put(k, r, size(full, r))
 					if got := tier.Put("v", []byte(k), r); got != want {
@@ -262,7 +261,7 @@ func TestBudgetHoldsAcrossShards(t *testing.T) {
 		r := row(int64(i), 0, int64(i))
 		latest[k] = r
 		tier.Put("v", []byte(k), r)
-		maxEntry = max(maxEntry, size(append([]byte("v\x00"), k...), r))
+		maxEntry = max(maxEntry, size(fullKey("v", []byte(k)), r))
 		if st := tier.Stats(); st.Bytes > budget+8*maxEntry {
 			t.Fatalf("step %d: %d bytes cached, budget %d", i, st.Bytes, budget)
 		}
@@ -291,7 +290,7 @@ func TestConcurrentUse(t *testing.T) {
 					tier.Put("v", k, row(int64(i), int64(g), int64(i)))
 				} else if i%6 == 1 {
 					tier.Refresh("v", k, row(int64(i), int64(g), int64(i)))
-				} else if r, ok := tier.Get("v", k); ok && !reflect.DeepEqual(r.Values[0], Value{Int: r.EventTS}) {
+				} else if r, ok := tier.Get("v", k); ok && r.Int(0) != r.EventTS {
 					t.Errorf("row %+v holds another row's value", r)
 					return
 				}
@@ -306,7 +305,7 @@ func BenchmarkGetHit(b *testing.B) {
 	keys := make([][]byte, 1024)
 	for i := range keys {
 		keys[i] = []byte(fmt.Sprintf("customer-%06d", i))
-		tier.Put("customer_stats", keys[i], row(1, 1, make([]int64, 20)...))
+		tier.Put("customer_stats", keys[i], floatRow(20))
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -318,29 +317,4 @@ func BenchmarkGetHit(b *testing.B) {
 			i++
 		}
 	})
-}
-
-// BenchmarkEntryOverhead reports bytes of heap per cached entry, row
-// included, against the payload it holds (20 int64 features, 160 bytes),
-// and what the tier accounts for it against its budget.
-func BenchmarkEntryOverhead(b *testing.B) {
-	for range b.N {
-		const n = 100_000
-		keys := make([][]byte, n)
-		for i := range keys {
-			keys[i] = []byte(fmt.Sprintf("customer-%06d", i))
-		}
-		var before, after runtimeMem
-		before.read()
-		tier := New(Options{})
-		for i := range keys {
-			tier.Put("customer_stats", keys[i], row(1, 1, make([]int64, 20)...))
-		}
-		after.read()
-		payload := float64(20 * 8)
-		perEntry := float64(after.heap-before.heap) / n
-		b.ReportMetric(perEntry, "heap_B/entry")
-		b.ReportMetric(perEntry/payload, "x_payload")
-		b.ReportMetric(float64(tier.Stats().Bytes)/n, "accounted_B/entry")
-	}
 }
