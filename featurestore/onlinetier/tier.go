@@ -5,20 +5,28 @@
 package onlinetier
 
 import (
+	"bytes"
 	"hash/maphash"
 	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
-	"unsafe"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 )
 
 // entryOverhead is what one cached entry costs beyond its key and its
-// row's encoding: the entry (48 bytes, LRU links included), the Row header
-// (32) and the entry's share of its shard's map (a 24-byte slot and a
-// control byte, at the map's average load). TestAccountingMatchesHeap
+// row's encoding: the entry (48 bytes), the LRU's list element (80), the
+// Row header (32) and the entry's share of the LRU's map (a 24-byte slot
+// and a control byte, at the map's average load). TestAccountingMatchesHeap
 // checks it against the heap.
-const entryOverhead = 120
+const entryOverhead = 200
+
+// size is what an entry holds: key was allocated with its capacity
+// rounded up to its size class, and a row's encoding fills its allocation.
+func size(key []byte, r *Row) int64 {
+	return entryOverhead + int64(cap(key)) + int64(len(r.data))
+}
 
 // Options configures a Tier.
 type Options struct {
@@ -40,45 +48,17 @@ type Tier struct {
 
 type hashKey [2]uint64
 
-// entry is one cached row, linked into its shard's LRU list.
 type entry struct {
-	prev, next *entry
-	key        string // view, 0, entity key: checked on every hit
-	row        *Row
-	size       int64 // accounted against the budget
+	key  []byte // view, 0, entity key: checked on every hit
+	row  *Row
+	size int64
 }
 
-// newEntry holds row under the full key of (view, key). Its size counts
-// the key at its allocation's real size and the row's encoding, which
-// fills its allocation (see Row).
-func newEntry(view string, key []byte, row *Row) *entry {
-	full := slices.Grow([]byte(nil), len(view)+1+len(key)) // capacity: the real allocation
-	full = append(append(append(full, view...), 0), key...)
-	return &entry{
-		key:  unsafe.String(unsafe.SliceData(full), len(full)), // full is never written again
-		row:  row,
-		size: entryOverhead + int64(cap(full)) + int64(len(row.data)),
-	}
-}
-
-// shard is one LRU: a map for lookups and a circular list through root,
-// most recently used first.
 type shard struct {
 	mu    sync.Mutex
-	items map[hashKey]*entry
-	root  entry
+	lru   *simplelru.LRU[hashKey, *entry]
 	bytes int64
-	_     [56]byte // keep shards on separate cache lines (128 bytes)
-}
-
-func (s *shard) unlink(e *entry) {
-	e.prev.next, e.next.prev = e.next, e.prev
-	e.prev, e.next = nil, nil
-}
-
-func (s *shard) pushFront(e *entry) {
-	e.prev, e.next = &s.root, s.root.next
-	e.prev.next, e.next.prev = e, e
+	_     [40]byte // keep shards on separate cache lines
 }
 
 // New returns an empty tier.
@@ -96,8 +76,10 @@ func New(opt Options) *Tier {
 	}
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.items = map[hashKey]*entry{}
-		s.root.prev, s.root.next = &s.root, &s.root
+		// The LRU's own count bound is never reached; bytes bound the shard.
+		s.lru, _ = simplelru.NewLRU[hashKey, *entry](1<<62, func(_ hashKey, e *entry) {
+			s.bytes -= e.size
+		})
 	}
 	return t
 }
@@ -117,21 +99,19 @@ func (t *Tier) hash(view string, key []byte) hashKey {
 	return h
 }
 
-// hashFull is hash of an entry's full key.
-func (t *Tier) hashFull(full string) hashKey {
-	var h hashKey
-	for i := range h {
-		h[i] = maphash.String(t.seed[i], full)
-	}
-	return h
-}
-
 func (t *Tier) shard(h hashKey) *shard { return &t.shards[h[0]%uint64(len(t.shards))] }
 
-func sameKey(stored string, view string, key []byte) bool {
+// fullKey is the key an entry stores: view, 0, key. Its capacity is its
+// allocation's real size, for size.
+func fullKey(view string, key []byte) []byte {
+	full := slices.Grow([]byte(nil), len(view)+1+len(key))
+	return append(append(append(full, view...), 0), key...)
+}
+
+func sameKey(stored []byte, view string, key []byte) bool {
 	return len(stored) == len(view)+1+len(key) &&
-		stored[:len(view)] == view && stored[len(view)] == 0 &&
-		stored[len(view)+1:] == string(key)
+		string(stored[:len(view)]) == view && stored[len(view)] == 0 &&
+		bytes.Equal(stored[len(view)+1:], key)
 }
 
 // Get returns the cached latest row of key in view. The row is shared and
@@ -140,15 +120,13 @@ func (t *Tier) Get(view string, key []byte) (*Row, bool) {
 	h := t.hash(view, key)
 	s := t.shard(h)
 	s.mu.Lock()
-	e, ok := s.items[h]
+	e, ok := s.lru.Get(h)
 	var row *Row
-	if ok && sameKey(e.key, view, key) {
-		s.unlink(e)
-		s.pushFront(e)
+	if ok {
 		row = e.row // Refresh replaces it in place, under the lock
 	}
 	s.mu.Unlock()
-	if row == nil {
+	if !ok || !sameKey(e.key, view, key) {
 		t.misses.Add(1)
 		return nil, false
 	}
@@ -161,35 +139,24 @@ func (t *Tier) Get(view string, key []byte) (*Row, bool) {
 func (t *Tier) Put(view string, key []byte, row *Row) bool {
 	h := t.hash(view, key)
 	s := t.shard(h)
-	e := newEntry(view, key, row)
+	full := fullKey(view, key)
+	e := &entry{key: full, row: row, size: size(full, row)}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.items[h]; ok {
+	if old, ok := s.lru.Peek(h); ok {
 		if sameKey(old.key, view, key) && !row.newer(old.row) {
 			return false
 		}
-		// The same key, or another whose hash collides: either way the
-		// new entry takes the slot.
-		s.unlink(old)
+		// Add replaces in place without the eviction callback.
 		s.bytes -= old.size
 	}
-	s.items[h] = e
-	s.pushFront(e)
+	s.lru.Add(h, e)
 	s.bytes += e.size
-	t.evict(s)
-	return true
-}
-
-// evict drops the shard's least recently used entries until it is within
-// its budget, keeping at least one.
-func (t *Tier) evict(s *shard) {
-	for s.bytes > t.budget && len(s.items) > 1 {
-		e := s.root.prev
-		s.unlink(e)
-		delete(s.items, t.hashFull(e.key))
-		s.bytes -= e.size
+	for s.bytes > t.budget && s.lru.Len() > 1 {
+		s.lru.RemoveOldest()
 		t.evictions.Add(1)
 	}
+	return true
 }
 
 // Refresh replaces the cached row of key in view with row, but only when
@@ -203,7 +170,7 @@ func (t *Tier) Refresh(view string, key []byte, row *Row) bool {
 	s := t.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.items[h]
+	e, ok := s.lru.Peek(h)
 	if !ok || !sameKey(e.key, view, key) {
 		return false
 	}
@@ -211,10 +178,13 @@ func (t *Tier) Refresh(view string, key []byte, row *Row) bool {
 		return false
 	}
 	// In place, so the LRU order stays; Get reads e.row under the lock.
-	grow := int64(len(row.data)) - int64(len(e.row.data))
-	e.row, e.size = row, e.size+grow
-	s.bytes += grow
-	t.evict(s)
+	sz := size(e.key, row)
+	s.bytes += sz - e.size
+	e.row, e.size = row, sz
+	for s.bytes > t.budget && s.lru.Len() > 1 {
+		s.lru.RemoveOldest()
+		t.evictions.Add(1)
+	}
 	return true
 }
 
@@ -223,10 +193,8 @@ func (t *Tier) Delete(view string, key []byte) {
 	h := t.hash(view, key)
 	s := t.shard(h)
 	s.mu.Lock()
-	if e, ok := s.items[h]; ok && sameKey(e.key, view, key) {
-		s.unlink(e)
-		delete(s.items, h)
-		s.bytes -= e.size
+	if old, ok := s.lru.Peek(h); ok && sameKey(old.key, view, key) {
+		s.lru.Remove(h)
 	}
 	s.mu.Unlock()
 }
@@ -244,7 +212,7 @@ func (t *Tier) Stats() Stats {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		st.Entries += len(s.items)
+		st.Entries += s.lru.Len()
 		st.Bytes += s.bytes
 		s.mu.Unlock()
 	}

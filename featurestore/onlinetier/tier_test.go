@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
-	"unsafe"
 )
 
 func row(ev, cr int64, vals ...any) *Row {
@@ -56,12 +55,6 @@ func TestLatestRowWins(t *testing.T) {
 	}
 }
 
-func TestShardsFillCacheLines(t *testing.T) {
-	if n := unsafe.Sizeof(shard{}); n%64 != 0 {
-		t.Fatalf("a shard is %d bytes, not a multiple of 64", n)
-	}
-}
-
 // absent is the mark onlinestore caches for a key with no row.
 func absent(at int64) *Row { return &Row{EventTS: math.MinInt64, CreatedTS: at} }
 
@@ -97,12 +90,13 @@ func TestRefresh(t *testing.T) {
 			if after.Hits != before.Hits || after.Misses != before.Misses {
 				t.Fatalf("Refresh counted a lookup: %+v, then %+v", before, after)
 			}
+			full := fullKey("v", k)
 			want, wantBytes := c.held, int64(0)
 			if c.stored {
 				want = c.put
 			}
 			if want != nil {
-				wantBytes = newEntry("v", k, want).size
+				wantBytes = size(full, want)
 			}
 			if after.Bytes != wantBytes {
 				t.Fatalf("accounted %d bytes, want %d", after.Bytes, wantBytes)
@@ -121,7 +115,7 @@ func TestRefresh(t *testing.T) {
 // TestRefreshKeepsLRUOrder: a refreshed entry is not a used one; it is
 // still the first to go.
 func TestRefreshKeepsLRUOrder(t *testing.T) {
-	sz := newEntry("v", []byte("a"), row(1, 1, int64(1))).size
+	sz := size(fullKey("v", []byte("a")), row(1, 1, int64(1)))
 	tier := New(Options{BudgetBytes: 2 * sz, Shards: 1})
 	tier.Put("v", []byte("a"), row(1, 1, int64(1)))
 	tier.Put("v", []byte("b"), row(1, 1, int64(1)))
@@ -219,13 +213,14 @@ func TestMatchesNaiveLRU(t *testing.T) {
 				if rng.IntN(8) == 0 {
 					r = absent(int64(step))
 				}
+				full := fullKey("v", []byte(k))
 				if op == 0 {
-					want := m.put(k, r, newEntry("v", []byte(k), r).size)
+					want := m.put(k, r, size(full, r))
 					if got := tier.Put("v", []byte(k), r); got != want {
 						t.Fatalf("seed %d step %d: Put(%s) = %v, model %v", seed, step, k, got, want)
 					}
 				} else {
-					want := m.refresh(k, r, newEntry("v", []byte(k), r).size)
+					want := m.refresh(k, r, size(full, r))
 					if got := tier.Refresh("v", []byte(k), r); got != want {
 						t.Fatalf("seed %d step %d: Refresh(%s) = %v, model %v", seed, step, k, got, want)
 					}
@@ -266,7 +261,7 @@ func TestBudgetHoldsAcrossShards(t *testing.T) {
 		r := row(int64(i), 0, int64(i))
 		latest[k] = r
 		tier.Put("v", []byte(k), r)
-		maxEntry = max(maxEntry, newEntry("v", []byte(k), r).size)
+		maxEntry = max(maxEntry, size(fullKey("v", []byte(k)), r))
 		if st := tier.Stats(); st.Bytes > budget+8*maxEntry {
 			t.Fatalf("step %d: %d bytes cached, budget %d", i, st.Bytes, budget)
 		}
