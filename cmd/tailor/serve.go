@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -12,7 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/featureserver"
+	"github.com/tailorhq/tailor/featurestore/materialize"
+	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/featurestore/onlinestore"
 	"github.com/tailorhq/tailor/featurestore/onlinetier"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
@@ -24,12 +29,17 @@ func (a *app) serveCmd() *cobra.Command {
 	var reload time.Duration
 	var maxRequest int
 	var onlineMemory bytesFlag = 1 << 30
+	var warmStart bool
+	var follow time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the FeatureService over Connect, gRPC and gRPC-Web on one port",
 		Long: "serve answers on --addr with Connect, gRPC and gRPC-Web (HTTP/1.1 and cleartext HTTP/2),\n" +
 			"gRPC health and reflection, and Prometheus metrics at /metrics. Newly applied definitions\n" +
-			"are picked up within --reload. SIGTERM or SIGINT stops accepting, drains and exits.",
+			"are picked up within --reload. At start the online tier is filled with the latest rows from\n" +
+			"ClickHouse up to --online-memory (health says NOT_SERVING until then); afterwards rows stored\n" +
+			"by other servers or by ingest are picked up every --follow. SIGTERM or SIGINT stops\n" +
+			"accepting, drains and exits.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -54,6 +64,15 @@ func (a *app) serveCmd() *cobra.Command {
 				return err
 			}
 			go fs.WatchDefinitions(ctx, reload)
+			follower := materialize.NewFollower(store, func() *definitions.Repo { return fs.Definitions().Repo }, online, a.log)
+			if err := follower.Register(reg); err != nil {
+				return err
+			}
+			// Follow from before the warm start, so rows stored while the
+			// tier fills are not missed.
+			if err := follower.Start(ctx); err != nil {
+				return err
+			}
 			path, handler := featurestorev1connect.NewFeatureServiceHandler(fs,
 				connect.WithInterceptors(metrics.Interceptor()),
 				connect.WithReadMaxBytes(maxRequest))
@@ -62,10 +81,20 @@ func (a *app) serveCmd() *cobra.Command {
 				return fmt.Errorf("listen on %s: %w", addr, err)
 			}
 			fmt.Fprintf(a.out, "serving on %s\n", ln.Addr())
+			var ready atomic.Bool
+			go func() {
+				if warmStart {
+					a.warmStart(ctx, store, fs.Definitions().Repo, online, tier, int64(onlineMemory))
+				}
+				ready.Store(true)
+				a.log.Info("ready")
+				follower.Run(ctx, follow)
+			}()
 			return rpcserver.Serve(ctx, ln, rpcserver.Options{
 				Services: []rpcserver.Service{{Name: featurestorev1connect.FeatureServiceName, Path: path, Handler: handler}},
 				Registry: reg,
 				Logger:   a.log,
+				Ready:    ready.Load,
 			})
 		},
 	}
@@ -73,6 +102,8 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&reload, "reload", time.Second, "how often to look for newly applied definitions")
 	cmd.Flags().IntVar(&maxRequest, "max-request-bytes", 16<<20, "largest request accepted")
 	cmd.Flags().Var(&onlineMemory, "online-memory", "memory budget of the online tier, e.g. 512MiB, 1GiB")
+	cmd.Flags().BoolVar(&warmStart, "warm-start", true, "fill the online tier from ClickHouse, up to its budget, before reporting ready")
+	cmd.Flags().DurationVar(&follow, "follow", 500*time.Millisecond, "how often to pick up rows stored by other processes (replicas, ingest)")
 	return cmd
 }
 
@@ -101,4 +132,24 @@ func (b *bytesFlag) Set(s string) error {
 	}
 	*b = bytesFlag(n * mult)
 	return nil
+}
+
+// warmStart fills the tier with the latest rows of every view until it
+// holds 90% of its budget (filling it completely would only evict what was
+// just loaded). A failure is logged: the tier is a cache, and keys not
+// loaded are read through.
+func (a *app) warmStart(ctx context.Context, store *offline.Store, repo *definitions.Repo, online *onlinestore.Store, tier *onlinetier.Tier, budget int64) {
+	start := time.Now()
+	full := func() bool { return tier.Stats().Bytes >= budget/10*9 }
+	results, err := materialize.Run(ctx, store, repo, online, materialize.Options{Full: full})
+	var keys int64
+	for _, r := range results {
+		keys += r.Keys
+	}
+	if err != nil {
+		a.log.Warn("warm start incomplete; keys not loaded are read through", "err", err, "keys", keys)
+		return
+	}
+	st := tier.Stats()
+	a.log.Info("warm start", "views", len(results), "keys", keys, "entries", st.Entries, "bytes", st.Bytes, "full", full(), "duration", time.Since(start))
 }

@@ -27,12 +27,12 @@ import (
 
 // startServe runs `tailor serve` on a free loopback port and returns its
 // base URL and a function that stops it (SIGTERM's path: the context) and
-// returns its error.
-func startServe(t *testing.T, c *cli) (string, func() error) {
+// returns its error. extra are more serve flags.
+func startServe(t *testing.T, c *cli, extra ...string) (string, func() error) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	root := newRoot(pw, io.Discard)
-	root.SetArgs([]string{"--clickhouse", c.server(), "--database", c.db, "serve", "--addr", "127.0.0.1:0", "--reload", "200ms"})
+	root.SetArgs(append([]string{"--clickhouse", c.server(), "--database", c.db, "serve", "--addr", "127.0.0.1:0", "--reload", "200ms"}, extra...))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx); pw.Close() }()

@@ -23,8 +23,7 @@ import (
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
 )
 
-// Server is the FeatureService handler. Materialize is not implemented yet
-// and answers Unimplemented.
+// Server is the FeatureService handler.
 type Server struct {
 	featurestorev1connect.UnimplementedFeatureServiceHandler
 

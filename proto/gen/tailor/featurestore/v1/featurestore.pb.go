@@ -1024,10 +1024,14 @@ type MaterializeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Views to load; empty means all.
 	FeatureViews []string `protobuf:"bytes,1,rep,name=feature_views,json=featureViews,proto3" json:"feature_views,omitempty"`
-	// Event-time window; unset means unbounded.
+	// Load only the keys whose latest row has an event time in [start, end];
+	// unset bounds are open. The row loaded is always the key's latest, so a
+	// window in the past never makes an outdated value current.
 	Start *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
 	End   *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
-	// Load only rows stored since the view's last materialization.
+	// Load only the keys with rows stored since the view's last
+	// materialization (its watermark); a view never materialized is loaded
+	// whole.
 	Incremental   bool `protobuf:"varint,4,opt,name=incremental,proto3" json:"incremental,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1095,9 +1099,15 @@ func (x *MaterializeRequest) GetIncremental() bool {
 type MaterializedView struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	FeatureView string                 `protobuf:"bytes,1,opt,name=feature_view,json=featureView,proto3" json:"feature_view,omitempty"`
-	Keys        int64                  `protobuf:"varint,2,opt,name=keys,proto3" json:"keys,omitempty"`
+	// Latest rows loaded so far.
+	Keys int64 `protobuf:"varint,2,opt,name=keys,proto3" json:"keys,omitempty"`
 	// The insertion-time watermark the next incremental run starts from.
-	Watermark     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	Watermark *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=watermark,proto3" json:"watermark,omitempty"`
+	// Whether only keys changed since the previous watermark were loaded.
+	Incremental bool `protobuf:"varint,4,opt,name=incremental,proto3" json:"incremental,omitempty"`
+	// Set once the view is complete.
+	Done          bool                 `protobuf:"varint,5,opt,name=done,proto3" json:"done,omitempty"`
+	Duration      *durationpb.Duration `protobuf:"bytes,6,opt,name=duration,proto3" json:"duration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1153,10 +1163,33 @@ func (x *MaterializedView) GetWatermark() *timestamppb.Timestamp {
 	return nil
 }
 
-// MaterializeResponse reports every view loaded.
+func (x *MaterializedView) GetIncremental() bool {
+	if x != nil {
+		return x.Incremental
+	}
+	return false
+}
+
+func (x *MaterializedView) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *MaterializedView) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+// MaterializeResponse reports progress: while running, the view being
+// loaded; in the last message (done set), every view.
 type MaterializeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Views         []*MaterializedView    `protobuf:"bytes,1,rep,name=views,proto3" json:"views,omitempty"`
+	Done          bool                   `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1196,6 +1229,13 @@ func (x *MaterializeResponse) GetViews() []*MaterializedView {
 		return x.Views
 	}
 	return nil
+}
+
+func (x *MaterializeResponse) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
 }
 
 // Entity is an applied entity.
@@ -1833,13 +1873,17 @@ const file_tailor_featurestore_v1_featurestore_proto_rawDesc = "" +
 	"\rfeature_views\x18\x01 \x03(\tR\ffeatureViews\x120\n" +
 	"\x05start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
 	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\x12 \n" +
-	"\vincremental\x18\x04 \x01(\bR\vincremental\"\x83\x01\n" +
+	"\vincremental\x18\x04 \x01(\bR\vincremental\"\xf0\x01\n" +
 	"\x10MaterializedView\x12!\n" +
 	"\ffeature_view\x18\x01 \x01(\tR\vfeatureView\x12\x12\n" +
 	"\x04keys\x18\x02 \x01(\x03R\x04keys\x128\n" +
-	"\twatermark\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\twatermark\"U\n" +
+	"\twatermark\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\twatermark\x12 \n" +
+	"\vincremental\x18\x04 \x01(\bR\vincremental\x12\x12\n" +
+	"\x04done\x18\x05 \x01(\bR\x04done\x125\n" +
+	"\bduration\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\bduration\"i\n" +
 	"\x13MaterializeResponse\x12>\n" +
-	"\x05views\x18\x01 \x03(\v2(.tailor.featurestore.v1.MaterializedViewR\x05views\"\x90\x01\n" +
+	"\x05views\x18\x01 \x03(\v2(.tailor.featurestore.v1.MaterializedViewR\x05views\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\bR\x04done\"\x90\x01\n" +
 	"\x06Entity\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x19\n" +
 	"\bjoin_key\x18\x02 \x01(\tR\ajoinKey\x125\n" +
@@ -1894,11 +1938,11 @@ const file_tailor_featurestore_v1_featurestore_proto_rawDesc = "" +
 	"\x1aFEATURE_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n" +
 	"\x16FEATURE_STATUS_PRESENT\x10\x01\x12\x1c\n" +
 	"\x18FEATURE_STATUS_NOT_FOUND\x10\x02\x12\"\n" +
-	"\x1eFEATURE_STATUS_OUTSIDE_MAX_AGE\x10\x032\xc6\x05\n" +
+	"\x1eFEATURE_STATUS_OUTSIDE_MAX_AGE\x10\x032\xc8\x05\n" +
 	"\x0eFeatureService\x12}\n" +
 	"\x11GetOnlineFeatures\x120.tailor.featurestore.v1.GetOnlineFeaturesRequest\x1a1.tailor.featurestore.v1.GetOnlineFeaturesResponse\"\x03\x90\x02\x01\x12S\n" +
-	"\x04Push\x12#.tailor.featurestore.v1.PushRequest\x1a$.tailor.featurestore.v1.PushResponse\"\x00\x12h\n" +
-	"\vMaterialize\x12*.tailor.featurestore.v1.MaterializeRequest\x1a+.tailor.featurestore.v1.MaterializeResponse\"\x00\x12z\n" +
+	"\x04Push\x12#.tailor.featurestore.v1.PushRequest\x1a$.tailor.featurestore.v1.PushResponse\"\x00\x12j\n" +
+	"\vMaterialize\x12*.tailor.featurestore.v1.MaterializeRequest\x1a+.tailor.featurestore.v1.MaterializeResponse\"\x000\x01\x12z\n" +
 	"\x10ListFeatureViews\x12/.tailor.featurestore.v1.ListFeatureViewsRequest\x1a0.tailor.featurestore.v1.ListFeatureViewsResponse\"\x03\x90\x02\x01\x12t\n" +
 	"\x0eGetFeatureView\x12-.tailor.featurestore.v1.GetFeatureViewRequest\x1a..tailor.featurestore.v1.GetFeatureViewResponse\"\x03\x90\x02\x01\x12\x83\x01\n" +
 	"\x13ListFeatureServices\x122.tailor.featurestore.v1.ListFeatureServicesRequest\x1a3.tailor.featurestore.v1.ListFeatureServicesResponse\"\x03\x90\x02\x01B\xf5\x01\n" +
@@ -1973,35 +2017,36 @@ var file_tailor_featurestore_v1_featurestore_proto_depIdxs = []int32{
 	31, // 16: tailor.featurestore.v1.MaterializeRequest.start:type_name -> google.protobuf.Timestamp
 	31, // 17: tailor.featurestore.v1.MaterializeRequest.end:type_name -> google.protobuf.Timestamp
 	31, // 18: tailor.featurestore.v1.MaterializedView.watermark:type_name -> google.protobuf.Timestamp
-	16, // 19: tailor.featurestore.v1.MaterializeResponse.views:type_name -> tailor.featurestore.v1.MaterializedView
-	0,  // 20: tailor.featurestore.v1.Entity.type:type_name -> tailor.featurestore.v1.ValueType
-	0,  // 21: tailor.featurestore.v1.Feature.type:type_name -> tailor.featurestore.v1.ValueType
-	18, // 22: tailor.featurestore.v1.FeatureView.entities:type_name -> tailor.featurestore.v1.Entity
-	32, // 23: tailor.featurestore.v1.FeatureView.ttl:type_name -> google.protobuf.Duration
-	19, // 24: tailor.featurestore.v1.FeatureView.features:type_name -> tailor.featurestore.v1.Feature
-	30, // 25: tailor.featurestore.v1.FeatureView.tags:type_name -> tailor.featurestore.v1.FeatureView.TagsEntry
-	20, // 26: tailor.featurestore.v1.ListFeatureViewsResponse.feature_views:type_name -> tailor.featurestore.v1.FeatureView
-	20, // 27: tailor.featurestore.v1.GetFeatureViewResponse.feature_view:type_name -> tailor.featurestore.v1.FeatureView
-	25, // 28: tailor.featurestore.v1.ListFeatureServicesResponse.feature_services:type_name -> tailor.featurestore.v1.FeatureServiceDefinition
-	2,  // 29: tailor.featurestore.v1.EntityRow.KeysEntry.value:type_name -> tailor.featurestore.v1.Value
-	2,  // 30: tailor.featurestore.v1.PushRow.ValuesEntry.value:type_name -> tailor.featurestore.v1.Value
-	8,  // 31: tailor.featurestore.v1.FeatureService.GetOnlineFeatures:input_type -> tailor.featurestore.v1.GetOnlineFeaturesRequest
-	13, // 32: tailor.featurestore.v1.FeatureService.Push:input_type -> tailor.featurestore.v1.PushRequest
-	15, // 33: tailor.featurestore.v1.FeatureService.Materialize:input_type -> tailor.featurestore.v1.MaterializeRequest
-	21, // 34: tailor.featurestore.v1.FeatureService.ListFeatureViews:input_type -> tailor.featurestore.v1.ListFeatureViewsRequest
-	23, // 35: tailor.featurestore.v1.FeatureService.GetFeatureView:input_type -> tailor.featurestore.v1.GetFeatureViewRequest
-	26, // 36: tailor.featurestore.v1.FeatureService.ListFeatureServices:input_type -> tailor.featurestore.v1.ListFeatureServicesRequest
-	11, // 37: tailor.featurestore.v1.FeatureService.GetOnlineFeatures:output_type -> tailor.featurestore.v1.GetOnlineFeaturesResponse
-	14, // 38: tailor.featurestore.v1.FeatureService.Push:output_type -> tailor.featurestore.v1.PushResponse
-	17, // 39: tailor.featurestore.v1.FeatureService.Materialize:output_type -> tailor.featurestore.v1.MaterializeResponse
-	22, // 40: tailor.featurestore.v1.FeatureService.ListFeatureViews:output_type -> tailor.featurestore.v1.ListFeatureViewsResponse
-	24, // 41: tailor.featurestore.v1.FeatureService.GetFeatureView:output_type -> tailor.featurestore.v1.GetFeatureViewResponse
-	27, // 42: tailor.featurestore.v1.FeatureService.ListFeatureServices:output_type -> tailor.featurestore.v1.ListFeatureServicesResponse
-	37, // [37:43] is the sub-list for method output_type
-	31, // [31:37] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	32, // 19: tailor.featurestore.v1.MaterializedView.duration:type_name -> google.protobuf.Duration
+	16, // 20: tailor.featurestore.v1.MaterializeResponse.views:type_name -> tailor.featurestore.v1.MaterializedView
+	0,  // 21: tailor.featurestore.v1.Entity.type:type_name -> tailor.featurestore.v1.ValueType
+	0,  // 22: tailor.featurestore.v1.Feature.type:type_name -> tailor.featurestore.v1.ValueType
+	18, // 23: tailor.featurestore.v1.FeatureView.entities:type_name -> tailor.featurestore.v1.Entity
+	32, // 24: tailor.featurestore.v1.FeatureView.ttl:type_name -> google.protobuf.Duration
+	19, // 25: tailor.featurestore.v1.FeatureView.features:type_name -> tailor.featurestore.v1.Feature
+	30, // 26: tailor.featurestore.v1.FeatureView.tags:type_name -> tailor.featurestore.v1.FeatureView.TagsEntry
+	20, // 27: tailor.featurestore.v1.ListFeatureViewsResponse.feature_views:type_name -> tailor.featurestore.v1.FeatureView
+	20, // 28: tailor.featurestore.v1.GetFeatureViewResponse.feature_view:type_name -> tailor.featurestore.v1.FeatureView
+	25, // 29: tailor.featurestore.v1.ListFeatureServicesResponse.feature_services:type_name -> tailor.featurestore.v1.FeatureServiceDefinition
+	2,  // 30: tailor.featurestore.v1.EntityRow.KeysEntry.value:type_name -> tailor.featurestore.v1.Value
+	2,  // 31: tailor.featurestore.v1.PushRow.ValuesEntry.value:type_name -> tailor.featurestore.v1.Value
+	8,  // 32: tailor.featurestore.v1.FeatureService.GetOnlineFeatures:input_type -> tailor.featurestore.v1.GetOnlineFeaturesRequest
+	13, // 33: tailor.featurestore.v1.FeatureService.Push:input_type -> tailor.featurestore.v1.PushRequest
+	15, // 34: tailor.featurestore.v1.FeatureService.Materialize:input_type -> tailor.featurestore.v1.MaterializeRequest
+	21, // 35: tailor.featurestore.v1.FeatureService.ListFeatureViews:input_type -> tailor.featurestore.v1.ListFeatureViewsRequest
+	23, // 36: tailor.featurestore.v1.FeatureService.GetFeatureView:input_type -> tailor.featurestore.v1.GetFeatureViewRequest
+	26, // 37: tailor.featurestore.v1.FeatureService.ListFeatureServices:input_type -> tailor.featurestore.v1.ListFeatureServicesRequest
+	11, // 38: tailor.featurestore.v1.FeatureService.GetOnlineFeatures:output_type -> tailor.featurestore.v1.GetOnlineFeaturesResponse
+	14, // 39: tailor.featurestore.v1.FeatureService.Push:output_type -> tailor.featurestore.v1.PushResponse
+	17, // 40: tailor.featurestore.v1.FeatureService.Materialize:output_type -> tailor.featurestore.v1.MaterializeResponse
+	22, // 41: tailor.featurestore.v1.FeatureService.ListFeatureViews:output_type -> tailor.featurestore.v1.ListFeatureViewsResponse
+	24, // 42: tailor.featurestore.v1.FeatureService.GetFeatureView:output_type -> tailor.featurestore.v1.GetFeatureViewResponse
+	27, // 43: tailor.featurestore.v1.FeatureService.ListFeatureServices:output_type -> tailor.featurestore.v1.ListFeatureServicesResponse
+	38, // [38:44] is the sub-list for method output_type
+	32, // [32:38] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_tailor_featurestore_v1_featurestore_proto_init() }

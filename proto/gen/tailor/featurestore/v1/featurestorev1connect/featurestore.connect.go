@@ -63,8 +63,9 @@ type FeatureServiceClient interface {
 	// once they are stored; the online tier sees them at once.
 	Push(context.Context, *connect.Request[v1.PushRequest]) (*connect.Response[v1.PushResponse], error)
 	// Materialize loads the latest row per key of feature views into the
-	// online tier.
-	Materialize(context.Context, *connect.Request[v1.MaterializeRequest]) (*connect.Response[v1.MaterializeResponse], error)
+	// online tier of the server called, streaming progress while it runs;
+	// the last message has done set and reports every view.
+	Materialize(context.Context, *connect.Request[v1.MaterializeRequest]) (*connect.ServerStreamForClient[v1.MaterializeResponse], error)
 	// ListFeatureViews lists the applied feature views.
 	ListFeatureViews(context.Context, *connect.Request[v1.ListFeatureViewsRequest]) (*connect.Response[v1.ListFeatureViewsResponse], error)
 	// GetFeatureView describes one applied feature view.
@@ -148,8 +149,8 @@ func (c *featureServiceClient) Push(ctx context.Context, req *connect.Request[v1
 }
 
 // Materialize calls tailor.featurestore.v1.FeatureService.Materialize.
-func (c *featureServiceClient) Materialize(ctx context.Context, req *connect.Request[v1.MaterializeRequest]) (*connect.Response[v1.MaterializeResponse], error) {
-	return c.materialize.CallUnary(ctx, req)
+func (c *featureServiceClient) Materialize(ctx context.Context, req *connect.Request[v1.MaterializeRequest]) (*connect.ServerStreamForClient[v1.MaterializeResponse], error) {
+	return c.materialize.CallServerStream(ctx, req)
 }
 
 // ListFeatureViews calls tailor.featurestore.v1.FeatureService.ListFeatureViews.
@@ -176,8 +177,9 @@ type FeatureServiceHandler interface {
 	// once they are stored; the online tier sees them at once.
 	Push(context.Context, *connect.Request[v1.PushRequest]) (*connect.Response[v1.PushResponse], error)
 	// Materialize loads the latest row per key of feature views into the
-	// online tier.
-	Materialize(context.Context, *connect.Request[v1.MaterializeRequest]) (*connect.Response[v1.MaterializeResponse], error)
+	// online tier of the server called, streaming progress while it runs;
+	// the last message has done set and reports every view.
+	Materialize(context.Context, *connect.Request[v1.MaterializeRequest], *connect.ServerStream[v1.MaterializeResponse]) error
 	// ListFeatureViews lists the applied feature views.
 	ListFeatureViews(context.Context, *connect.Request[v1.ListFeatureViewsRequest]) (*connect.Response[v1.ListFeatureViewsResponse], error)
 	// GetFeatureView describes one applied feature view.
@@ -206,7 +208,7 @@ func NewFeatureServiceHandler(svc FeatureServiceHandler, opts ...connect.Handler
 		connect.WithSchema(featureServiceMethods.ByName("Push")),
 		connect.WithHandlerOptions(opts...),
 	)
-	featureServiceMaterializeHandler := connect.NewUnaryHandler(
+	featureServiceMaterializeHandler := connect.NewServerStreamHandler(
 		FeatureServiceMaterializeProcedure,
 		svc.Materialize,
 		connect.WithSchema(featureServiceMethods.ByName("Materialize")),
@@ -264,8 +266,8 @@ func (UnimplementedFeatureServiceHandler) Push(context.Context, *connect.Request
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tailor.featurestore.v1.FeatureService.Push is not implemented"))
 }
 
-func (UnimplementedFeatureServiceHandler) Materialize(context.Context, *connect.Request[v1.MaterializeRequest]) (*connect.Response[v1.MaterializeResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tailor.featurestore.v1.FeatureService.Materialize is not implemented"))
+func (UnimplementedFeatureServiceHandler) Materialize(context.Context, *connect.Request[v1.MaterializeRequest], *connect.ServerStream[v1.MaterializeResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("tailor.featurestore.v1.FeatureService.Materialize is not implemented"))
 }
 
 func (UnimplementedFeatureServiceHandler) ListFeatureViews(context.Context, *connect.Request[v1.ListFeatureViewsRequest]) (*connect.Response[v1.ListFeatureViewsResponse], error) {
