@@ -93,7 +93,9 @@ func TestServeDefinitionsOverConnectAndGRPC(t *testing.T) {
 		t.Fatalf("Connect over HTTP/1.1: %v", err)
 	}
 
-	// Health, reflection and metrics share the port.
+	// Health, reflection and metrics share the port; health says SERVING
+	// once the warm start is done.
+	waitServing(t, base, 30*time.Second)
 	health := grpchealth.NewClient(h2cClient(), base, connect.WithGRPC())
 	if st, err := health.Check(ctx, &grpchealth.CheckRequest{Service: featurestorev1connect.FeatureServiceName}); err != nil || st.Status != grpchealth.StatusServing {
 		t.Fatalf("health: %v %v", st, err)

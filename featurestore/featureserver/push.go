@@ -38,7 +38,7 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 	}
 	defer batch.rec.Release()
 	src := &oneBatch{rec: batch.rec}
-	if _, err := s.store.Ingest(ctx, av.Repo, v.Name, "push", src, offline.IngestOptions{Direct: true}); err != nil {
+	if _, err := s.store.Ingest(ctx, av.Repo, v.Name, "push", src, offline.IngestOptions{Direct: true, Unlogged: true}); err != nil {
 		if ctx.Err() != nil {
 			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
 		}
@@ -51,6 +51,10 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 	}
 	return connect.NewResponse(&featurestorev1.PushResponse{RowsStored: int64(len(rows))}), nil
 }
+
+// MaxClockSkew is how far ahead of the server clock a pushed row's event
+// time may be.
+const MaxClockSkew = time.Minute
 
 type oneBatch struct{ rec arrow.RecordBatch }
 
@@ -124,6 +128,12 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 		}
 		if r.GetEventTimestamp() == nil {
 			return nil, fmt.Errorf("row %d: event_timestamp is required", i)
+		}
+		if ahead := r.GetEventTimestamp().AsTime().Sub(now); ahead > MaxClockSkew {
+			// Such a row is not the latest "now" by the point-in-time rule:
+			// no read would see it until its time comes.
+			return nil, fmt.Errorf("row %d: event_timestamp %s is %s ahead of the server clock (at most %s is accepted)",
+				i, r.GetEventTimestamp().AsTime().Format(time.RFC3339), ahead.Round(time.Second), MaxClockSkew)
 		}
 		pr.event = r.GetEventTimestamp().AsTime().Unix()
 		appendArrow(b.Field(col), time.Unix(pr.event, 0))

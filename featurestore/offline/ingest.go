@@ -41,6 +41,10 @@ type IngestOptions struct {
 	// (a single partition) and cheaper for small pushes. BatchRows is
 	// ignored.
 	Direct bool
+	// Unlogged skips the ingestion log (two round trips): for a small
+	// direct insert whose rows are stamped moments before they commit, as
+	// a Push is; change scans' overlap covers it.
+	Unlogged bool
 }
 
 // IngestResult summarises one loaded file.
@@ -92,9 +96,11 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 	stage := table
 	// Rows carry insertion times from now on but become visible only at
 	// the commit; the ingestion log lets change scans look back this far.
-	storedFrom, err := s.Now(ctx)
-	if err != nil {
-		return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
+	var storedFrom time.Time
+	if !opt.Unlogged {
+		if storedFrom, err = s.Now(ctx); err != nil {
+			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
+		}
 	}
 	if opt.Direct {
 		opt.BatchRows = math.MaxInt
@@ -196,7 +202,7 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
 		}
 	}
-	if rows > 0 {
+	if rows > 0 && !opt.Unlogged {
 		if err := s.logIngestion(ctx, v, rows, storedFrom); err != nil {
 			// The rows are stored; replicas fall back to the scan overlap.
 			s.log.Warn("ingestion log", "view", v.Name, "err", err)

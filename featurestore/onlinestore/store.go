@@ -389,9 +389,10 @@ func fromTier(t definitions.ValueType, r *onlinetier.Row, j int) any {
 	return nil
 }
 
-// Observe records a row just stored in the offline store, so the tier
-// answers with it at once. A row older than the one cached is ignored. It
-// fails on a key or value of a type the tier cannot hold.
+// Observe records a row just stored in the offline store. When the tier
+// holds the key, the newer of the two rows is kept; a key it does not hold
+// is left to be read through, since the row stored need not be the key's
+// latest (an older event pushed to a replica that never read the key).
 func (s *Store) Observe(v *definitions.FeatureView, keys []any, eventTS, createdTS int64, values []any) error {
 	_, k, err := encodeTuple(keys)
 	if err != nil {
@@ -401,6 +402,6 @@ func (s *Store) Observe(v *definitions.FeatureView, keys []any, eventTS, created
 	if err != nil {
 		return err
 	}
-	s.tier.Put(v.Name, k, r)
+	s.tier.Refresh(v.Name, k, r)
 	return nil
 }
