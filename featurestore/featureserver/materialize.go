@@ -50,7 +50,7 @@ func (s *Server) Materialize(ctx context.Context, req *connect.Request[featurest
 		case errors.As(err, &uv):
 			return connect.NewError(connect.CodeInvalidArgument, err)
 		case ctx.Err() != nil:
-			return connect.NewError(connect.CodeCanceled, err)
+			return connect.NewError(ctxCode(ctx), err)
 		default:
 			return connect.NewError(connect.CodeUnavailable, err)
 		}
@@ -69,4 +69,13 @@ func (s *Server) Materialize(ctx context.Context, req *connect.Request[featurest
 	}
 	s.log.Info("materialized", "views", len(results), "keys", keys, "incremental", opt.Incremental, "duration", time.Since(start))
 	return stream.Send(out)
+}
+
+// ctxCode is the code of a request whose context ended: DeadlineExceeded
+// when its deadline passed, Canceled when the client went away.
+func ctxCode(ctx context.Context) connect.Code {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return connect.CodeDeadlineExceeded
+	}
+	return connect.CodeCanceled
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -40,7 +41,7 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 	src := &oneBatch{rec: batch.rec}
 	if _, err := s.store.Ingest(ctx, av.Repo, v.Name, "push", src, offline.IngestOptions{Direct: true, Unlogged: true}); err != nil {
 		if ctx.Err() != nil {
-			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+			return nil, connect.NewError(ctxCode(ctx), err)
 		}
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("store pushed rows: %w", err))
 	}
@@ -50,6 +51,17 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 		}
 	}
 	return connect.NewResponse(&featurestorev1.PushResponse{RowsStored: int64(len(rows))}), nil
+}
+
+// joinKeyValue reads an int64 join key sent as decimal text (as
+// GetOnlineFeatures accepts it) as an integer; anything else is unchanged.
+func joinKeyValue(v *featurestorev1.Value, t definitions.ValueType) *featurestorev1.Value {
+	if sv, ok := v.GetKind().(*featurestorev1.Value_StringValue); ok && t == definitions.Int64 {
+		if n, err := strconv.ParseInt(sv.StringValue, 10, 64); err == nil {
+			return &featurestorev1.Value{Kind: &featurestorev1.Value_Int64Value{Int64Value: n}}
+		}
+	}
+	return v
 }
 
 // MaxClockSkew is how far ahead of the server clock a pushed row's event
@@ -118,7 +130,7 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 		pr := &out.rows[i]
 		col := 0
 		for _, e := range ents {
-			val, err := goValue(vals[e.JoinKey], e.Type)
+			val, err := goValue(joinKeyValue(vals[e.JoinKey], e.Type), e.Type)
 			if err != nil || val == nil {
 				return nil, fmt.Errorf("row %d: join key %q: %v", i, e.JoinKey, errOrMissing(err))
 			}

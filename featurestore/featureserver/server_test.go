@@ -692,3 +692,20 @@ feature_services:`, 1))
 		t.Fatal("WatchDefinitions did not stop with its context")
 	}
 }
+
+// TestPushTakesDecimalTextForInt64Keys: like GetOnlineFeatures, Push reads
+// an int64 join key sent as decimal text as that integer, exactly; other
+// text is refused naming the key.
+func TestPushTakesDecimalTextForInt64Keys(t *testing.T) {
+	e := newEnv(t, defs)
+	at := time.Now().UTC().Truncate(time.Second).Add(-time.Minute)
+	big := int64(1<<53 + 1)
+	if err := push(e.ctx, e.srv, "affinity", pushRow(at, vals{"customer_id": str("c1"), "product_id": str("9007199254740993"), "score": f32(0.5)})); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(t, e.replica(), "affinity:score", vals{"customer_id": str("c1"), "product_id": i64(big)}); v.GetStatus() != present || v.GetValue().GetFloat32Value() != 0.5 {
+		t.Fatalf("pushed with a text key, read with the integer: %v", v)
+	}
+	err := push(e.ctx, e.srv, "affinity", pushRow(at, vals{"customer_id": str("c1"), "product_id": str("12x"), "score": f32(0.5)}))
+	wantCode(t, err, connect.CodeInvalidArgument, "product_id")
+}

@@ -138,20 +138,39 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// Interceptor returns the Connect interceptor that feeds the metrics.
-func (m *Metrics) Interceptor() connect.Interceptor {
-	return connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			start := time.Now()
-			resp, err := next(ctx, req)
-			proc := req.Spec().Procedure
-			code := "ok"
-			if err != nil {
-				code = connect.CodeOf(err).String()
-			}
-			m.requests.WithLabelValues(proc, code).Inc()
-			m.latency.WithLabelValues(proc).Observe(time.Since(start).Seconds())
-			return resp, err
-		}
-	})
+// Interceptor returns the Connect interceptor that feeds the metrics, for
+// unary and streaming procedures alike (a stream is timed to its end).
+func (m *Metrics) Interceptor() connect.Interceptor { return metricsInterceptor{m} }
+
+type metricsInterceptor struct{ m *Metrics }
+
+func (i metricsInterceptor) observe(proc string, start time.Time, err error) {
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+	}
+	i.m.requests.WithLabelValues(proc, code).Inc()
+	i.m.latency.WithLabelValues(proc).Observe(time.Since(start).Seconds())
+}
+
+func (i metricsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		start := time.Now()
+		resp, err := next(ctx, req)
+		i.observe(req.Spec().Procedure, start, err)
+		return resp, err
+	}
+}
+
+func (i metricsInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		start := time.Now()
+		err := next(ctx, conn)
+		i.observe(conn.Spec().Procedure, start, err)
+		return err
+	}
 }

@@ -317,7 +317,20 @@ func TestMetricsCountCallsByProcedureAndCode(t *testing.T) {
 	if _, err := client.Push(ctx, connect.NewRequest(&featurestorev1.PushRequest{})); connect.CodeOf(err) != connect.CodeUnimplemented {
 		t.Fatalf("%v, want unimplemented", err)
 	}
+	// A server stream (the fake leaves Materialize unimplemented) is
+	// counted too.
+	stream, err := client.Materialize(ctx, connect.NewRequest(&featurestorev1.MaterializeRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for stream.Receive() {
+	}
+	if connect.CodeOf(stream.Err()) != connect.CodeUnimplemented {
+		t.Fatalf("materialize: %v, want unimplemented", stream.Err())
+	}
+	stream.Close()
 	got := scrape(t, s.base+"/metrics")
+	mat := featurestorev1connect.FeatureServiceMaterializeProcedure
 	list := featurestorev1connect.FeatureServiceListFeatureViewsProcedure
 	get := featurestorev1connect.FeatureServiceGetFeatureViewProcedure
 	push := featurestorev1connect.FeatureServicePushProcedure
@@ -329,6 +342,7 @@ func TestMetricsCountCallsByProcedureAndCode(t *testing.T) {
 		`tailor_rpc_duration_seconds_count{procedure="` + list + `"}`:                   3,
 		`tailor_rpc_duration_seconds_count{procedure="` + get + `"}`:                    3,
 		`tailor_rpc_duration_seconds_count{procedure="` + push + `"}`:                   1,
+		`tailor_rpc_requests_total{code="unimplemented",procedure="` + mat + `"}`:       1,
 		`tailor_rpc_duration_seconds_bucket{procedure="` + list + `",le="+Inf"}`:        3,
 		`tailor_rpc_duration_seconds_bucket{procedure="` + get + `",le="1.6384"}`:       3,
 		`tailor_rpc_duration_seconds_bucket{procedure="` + get + `",le="5e-05"}`:        -1, // present, any count
