@@ -17,24 +17,8 @@ import (
 // chDSN is this test binary's private ClickHouse.
 var chDSN string
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m, &chDSN)) }
 
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "tailor-cli-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	srv, err := chserver.Start(context.Background(), chserver.Options{Dir: dir})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start clickhouse:", err)
-		return 1
-	}
-	defer srv.Stop(context.Background())
-	chDSN = srv.DSN()
-	return m.Run()
-}
 
 // cli runs tailor commands in-process against the test ClickHouse, each test
 // in a database of its own.

@@ -28,24 +28,8 @@ import (
 // database of its own.
 var dsn string
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m, &dsn)) }
 
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "tailor-featureserver-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	srv, err := chserver.Start(context.Background(), chserver.Options{Dir: dir})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start clickhouse:", err)
-		return 1
-	}
-	defer srv.Stop(context.Background())
-	dsn = srv.DSN()
-	return m.Run()
-}
 
 const defs = `entities:
   - {name: customer, join_key: customer_id, type: string}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
@@ -86,8 +87,14 @@ const overlap = 5 * time.Second
 // of Full.
 const progressEvery = 4096
 
-// errFull stops a scan when the sink is full.
-var errFull = errors.New("sink full")
+// loadBatch is how many rows pass to the loading goroutine at once.
+const loadBatch = 1024
+
+// errFull stops a scan when the sink is full; errLoad when it failed.
+var (
+	errFull = errors.New("sink full")
+	errLoad = errors.New("sink failed")
+)
 
 // Run loads the latest row per key of the selected views into sink, one
 // view after another; a view's rows stream from ClickHouse in blocks, so
@@ -163,19 +170,51 @@ func runView(ctx context.Context, store *offline.Store, repo *definitions.Repo, 
 			opt.Progress(Progress{View: v.Name, Keys: res.Keys, Done: done})
 		}
 	}
-	_, err = store.ScanLatest(ctx, repo, v, scan, func(r offline.LatestRow) error {
-		if err := sink.Load(v, r); err != nil {
-			return fmt.Errorf("load key %v: %w", r.Keys, err)
+	// Rows are decoded on this goroutine and loaded into the sink on
+	// another, in batches, so both sides of the copy run at once.
+	batches := make(chan []offline.LatestRow, 4)
+	loaded := make(chan error, 1)
+	var failed atomic.Bool
+	go func() {
+		var err error
+		for b := range batches {
+			for _, r := range b {
+				if err == nil {
+					if err = sink.Load(v, r); err != nil {
+						err = fmt.Errorf("load key %v: %w", r.Keys, err)
+						failed.Store(true) // keep draining; the scan stops
+					}
+				}
+			}
 		}
+		loaded <- err
+	}()
+	batch := make([]offline.LatestRow, 0, loadBatch)
+	_, err = store.ScanLatest(ctx, repo, v, scan, func(r offline.LatestRow) error {
+		batch = append(batch, r)
 		res.Keys++
+		if len(batch) == loadBatch {
+			batches <- batch
+			batch = make([]offline.LatestRow, 0, loadBatch)
+		}
 		if res.Keys%progressEvery == 0 {
 			report(false)
 			if opt.Full != nil && opt.Full() {
 				return errFull
 			}
 		}
+		if failed.Load() {
+			return errLoad
+		}
 		return nil
 	})
+	if len(batch) > 0 {
+		batches <- batch
+	}
+	close(batches)
+	if loadErr := <-loaded; loadErr != nil && (err == nil || errors.Is(err, errLoad)) {
+		err = loadErr
+	}
 	switch {
 	case errors.Is(err, errFull):
 		res.Stopped = true

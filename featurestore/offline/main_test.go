@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"log/slog"
 	"os"
 	"testing"
@@ -19,27 +18,8 @@ import (
 // TestMain; every test works in a database of its own.
 var dsn string
 
-func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
+func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m, &dsn)) }
 
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "tailor-offline-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	ctx := context.Background()
-	srv, err := chserver.Start(ctx, chserver.Options{Dir: dir})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start clickhouse:", err)
-		return 1
-	}
-	defer srv.Stop(ctx)
-	dsn = srv.DSN()
-	return m.Run()
-}
 
 // openStore opens a store on a fresh database dropped when the test ends.
 func openStore(t testing.TB) *offline.Store {

@@ -20,24 +20,8 @@ import (
 
 var dsn string
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
+func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m, &dsn)) }
 
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "tailor-onlinestore-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	srv, err := chserver.Start(context.Background(), chserver.Options{Dir: dir})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start clickhouse:", err)
-		return 1
-	}
-	defer srv.Stop(context.Background())
-	dsn = srv.DSN()
-	return m.Run()
-}
 
 // setup applies one view keyed by an int64 and loads keys 0..n-1 with
 // score = key * 10 and an event time an hour ago.
