@@ -19,7 +19,6 @@ var chDSN string
 
 func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m, &chDSN)) }
 
-
 // cli runs tailor commands in-process against the test ClickHouse, each test
 // in a database of its own.
 type cli struct {

@@ -30,7 +30,6 @@ var dsn string
 
 func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m, &dsn)) }
 
-
 const defs = `entities:
   - {name: customer, join_key: customer_id, type: string}
   - {name: product, join_key: product_id, type: int64}

@@ -20,7 +20,6 @@ var dsn string
 
 func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m, &dsn)) }
 
-
 // openStore opens a store on a fresh database dropped when the test ends.
 func openStore(t testing.TB) *offline.Store {
 	t.Helper()

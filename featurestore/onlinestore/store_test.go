@@ -22,7 +22,6 @@ var dsn string
 
 func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m, &dsn)) }
 
-
 // setup applies one view keyed by an int64 and loads keys 0..n-1 with
 // score = key * 10 and an event time an hour ago.
 func setup(t *testing.T, n int) (*offline.Store, *definitions.Repo) {
