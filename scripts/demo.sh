@@ -12,7 +12,9 @@ tailor=bin/tailor
 export TAILOR_HOME="$(mktemp -d -t tailor-demo-XXXXXX)"
 out="$TAILOR_HOME/out"
 mkdir -p "$out"
+serve_pid=
 cleanup() {
+	[ -n "$serve_pid" ] && kill "$serve_pid" 2>/dev/null || true
 	"$tailor" clickhouse stop >/dev/null 2>&1 || true
 	rm -rf "$TAILOR_HOME"
 }
@@ -54,6 +56,29 @@ if "$tailor" export --entities examples/data/training_entities.csv --features cu
 	echo "demo: a bad feature reference was accepted" >&2
 	exit 1
 fi
+
+step "serve online features: warm start, materialize, get, push"
+"$tailor" serve --addr 127.0.0.1:0 >"$out/serve.out" 2>"$out/serve.log" &
+serve_pid=$!
+for _ in $(seq 300); do grep -q '^serving on ' "$out/serve.out" 2>/dev/null && break; sleep 0.1; done
+server="http://$(sed -n 's/^serving on //p' "$out/serve.out")"
+echo "server at $server"
+"$tailor" materialize --server "$server"
+# The history is from 2024: customer_stats' ttl has passed, so its values
+# come back OUTSIDE_MAX_AGE; product_stats has no ttl.
+"$tailor" features get --server "$server" --service next_product_inputs \
+	--entity customer_id=c003,product_id=9007199254741011
+echo "a fresh event for c003, pushed (stored in ClickHouse before the answer):"
+printf 'customer_id,event_ts,orders_7d,spend_30d,favourite_category,email_opt_in\nc003,%s,9,999.5,garden,true\n' \
+	"$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$out/push.csv"
+"$tailor" push customer_stats "$out/push.csv" --server "$server"
+answer=$("$tailor" features get --server "$server" --features customer_stats:orders_7d,customer_stats:favourite_category \
+	--entity customer_id=c003)
+echo "$answer"
+grep -q '"garden"' <<<"$answer" || { echo "demo: the pushed row is not served" >&2; exit 1; }
+kill -TERM "$serve_pid"
+wait "$serve_pid"
+serve_pid=
 
 step "stop the local ClickHouse"
 "$tailor" clickhouse stop
