@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -151,14 +152,27 @@ func (e *RefError) Error() string { return fmt.Sprintf("feature reference %q: %s
 // ResolveRefs expands references ("view:feature", "view:*") into features,
 // in the given order, "view:*" in definition order, each feature once.
 func (r *Repo) ResolveRefs(refs []string) ([]FeatureRef, error) {
-	var out []FeatureRef
-	seen := map[string]bool{}
+	out := make([]FeatureRef, 0, len(refs))
+	// Duplicates are found by a scan while the list is short, by a map
+	// once it is long: most requests name a few dozen features.
+	var seen map[[2]string]bool
 	add := func(v *FeatureView, f *Feature) {
-		key := v.Name + ":" + f.Name
-		if !seen[key] {
-			seen[key] = true
-			out = append(out, FeatureRef{View: v.Name, Feature: f.Name, Type: f.Type})
+		ref := FeatureRef{View: v.Name, Feature: f.Name, Type: f.Type}
+		if seen == nil && len(out) >= 64 {
+			seen = make(map[[2]string]bool, 2*len(out))
+			for _, o := range out {
+				seen[[2]string{o.View, o.Feature}] = true
+			}
 		}
+		if seen != nil {
+			if seen[[2]string{ref.View, ref.Feature}] {
+				return
+			}
+			seen[[2]string{ref.View, ref.Feature}] = true
+		} else if slices.ContainsFunc(out, func(o FeatureRef) bool { return o.View == ref.View && o.Feature == ref.Feature }) {
+			return
+		}
+		out = append(out, ref)
 	}
 	for _, ref := range refs {
 		view, feat, ok := strings.Cut(ref, ":")

@@ -12,6 +12,7 @@ import (
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/featurestore/onlinestore"
+	"github.com/tailorhq/tailor/featurestore/onlinetier"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 )
 
@@ -73,21 +74,109 @@ func (s *Server) GetOnlineFeatures(ctx context.Context, req *connect.Request[fea
 	for _, r := range refs {
 		out.FeatureNames = append(out.FeatureNames, offline.OutputName(r, msg.GetFullFeatureNames()))
 	}
+	b := newResponseBuilder(len(results) * len(refs))
 	for i, row := range results {
 		vals := make([]*featurestorev1.FeatureValue, len(row))
-		for j, res := range row {
-			fv := &featurestorev1.FeatureValue{Status: status(res.Status)}
-			if !res.EventTS.IsZero() {
-				fv.EventTimestamp = timestamppb.New(res.EventTS)
-			}
-			if res.Status == onlinestore.Present && res.Value != nil {
-				fv.Value = ProtoValue(res.Value)
-			}
-			vals[j] = fv
+		for j := range row {
+			vals[j] = b.featureValue(&row[j])
 		}
-		out.Rows[i] = &featurestorev1.OnlineRow{Values: vals}
+		out.Rows[i] = b.onlineRow(vals)
 	}
 	return connect.NewResponse(out), nil
+}
+
+// responseBuilder makes the messages of one response from slabs, a few
+// allocations per response instead of several per value; the messages are
+// never copied, only pointed to.
+type responseBuilder struct {
+	fvs  []featurestorev1.FeatureValue
+	vals []featurestorev1.Value
+	rows []featurestorev1.OnlineRow
+	// Scalar kinds, made on first use.
+	f64s []featurestorev1.Value_Float64Value
+	f32s []featurestorev1.Value_Float32Value
+	i64s []featurestorev1.Value_Int64Value
+	i32s []featurestorev1.Value_Int32Value
+	strs []featurestorev1.Value_StringValue
+	n    int
+	// Consecutive values of one row share their event timestamp.
+	lastTS  time.Time
+	lastPTS *timestamppb.Timestamp
+}
+
+func newResponseBuilder(n int) *responseBuilder {
+	return &responseBuilder{n: n, fvs: make([]featurestorev1.FeatureValue, 0, n), vals: make([]featurestorev1.Value, 0, n)}
+}
+
+func slab[T any](s *[]T, n int) *T {
+	if *s == nil {
+		*s = make([]T, 0, n)
+	}
+	*s = append(*s, *new(T))
+	return &(*s)[len(*s)-1]
+}
+
+func (b *responseBuilder) onlineRow(vals []*featurestorev1.FeatureValue) *featurestorev1.OnlineRow {
+	r := slab(&b.rows, max(b.n, 1))
+	r.Values = vals
+	return r
+}
+
+func (b *responseBuilder) featureValue(res *onlinestore.Result) *featurestorev1.FeatureValue {
+	fv := slab(&b.fvs, b.n)
+	fv.Status = status(res.Status)
+	if !res.EventTS.IsZero() {
+		if b.lastPTS == nil || !res.EventTS.Equal(b.lastTS) {
+			b.lastTS, b.lastPTS = res.EventTS, timestamppb.New(res.EventTS)
+		}
+		fv.EventTimestamp = b.lastPTS
+	}
+	if res.Status == onlinestore.Present {
+		fv.Value = b.value(res)
+	}
+	return fv
+}
+
+// value converts a present value straight from the cached row, without
+// boxing scalars; nil for null.
+func (b *responseBuilder) value(res *onlinestore.Result) *featurestorev1.Value {
+	r, j := res.Row, res.Index
+	if r == nil || j >= r.Len() || r.Kind(j) == onlinetier.Null {
+		return nil
+	}
+	switch res.Type {
+	case definitions.Float64:
+		k := slab(&b.f64s, b.n)
+		k.Float64Value = r.Float(j)
+		v := slab(&b.vals, b.n)
+		v.Kind = k
+		return v
+	case definitions.Float32:
+		k := slab(&b.f32s, b.n)
+		k.Float32Value = r.Float32(j)
+		v := slab(&b.vals, b.n)
+		v.Kind = k
+		return v
+	case definitions.Int64:
+		k := slab(&b.i64s, b.n)
+		k.Int64Value = r.Int(j)
+		v := slab(&b.vals, b.n)
+		v.Kind = k
+		return v
+	case definitions.Int32:
+		k := slab(&b.i32s, b.n)
+		k.Int32Value = int32(r.Int(j))
+		v := slab(&b.vals, b.n)
+		v.Kind = k
+		return v
+	case definitions.String:
+		k := slab(&b.strs, b.n)
+		k.StringValue = r.Str(j)
+		v := slab(&b.vals, b.n)
+		v.Kind = k
+		return v
+	}
+	return ProtoValue(res.Value())
 }
 
 func status(s onlinestore.Status) featurestorev1.FeatureStatus {

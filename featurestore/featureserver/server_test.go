@@ -56,14 +56,14 @@ feature_services:
 
 // env is one database with defs applied and a server over it.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	store *offline.Store
 	db    string
 	srv   *featureserver.Server
 	ctx   context.Context
 }
 
-func parse(t *testing.T, yaml string) *definitions.Repo {
+func parse(t testing.TB, yaml string) *definitions.Repo {
 	t.Helper()
 	repo, err := definitions.Parse(map[string][]byte{"defs.yaml": []byte(yaml)})
 	if err != nil {
@@ -74,7 +74,7 @@ func parse(t *testing.T, yaml string) *definitions.Repo {
 
 // newEnv opens a fresh database, applies yaml (none when empty) and
 // starts a server on it.
-func newEnv(t *testing.T, yaml string) *env {
+func newEnv(t testing.TB, yaml string) *env {
 	t.Helper()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -37,11 +38,25 @@ const (
 
 // Result is one feature of one entity row.
 type Result struct {
-	// Value is nil for null, else int32, int64, float32, float64, string,
-	// bool, time.Time, []float32, []int64 or []string; nil unless Present.
-	Value   any
 	Status  Status
 	EventTS time.Time
+	// Row is the cached row the value comes from and Index its position
+	// there; Row is nil unless Present. Rows are shared and immutable.
+	Row   *onlinetier.Row
+	Index int
+	// Type is the feature's declared type.
+	Type definitions.ValueType
+}
+
+// Value returns the value in its Go form: nil for null or when not
+// Present, else int32, int64, float32, float64, string, bool, time.Time,
+// []float32, []int64 or []string. Callers on a hot path read Row directly
+// and avoid boxing it.
+func (r *Result) Value() any {
+	if r.Row == nil || r.Index >= r.Row.Len() {
+		return nil
+	}
+	return fromTier(r.Type, r.Row, r.Index)
 }
 
 // KeyError is an entity row whose join keys do not fit a requested view.
@@ -121,22 +136,35 @@ const absentEvent = math.MinInt64
 func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definitions.FeatureRef, rows []map[string]any) ([][]Result, error) {
 	now := s.opt.Now()
 	out := make([][]Result, len(rows))
+	cells := make([]Result, len(rows)*len(refs))
 	for i := range out {
-		out[i] = make([]Result, len(refs))
+		out[i] = cells[i*len(refs) : (i+1)*len(refs) : (i+1)*len(refs)]
 	}
-	// One pass per view: its keys, one read-through query for its misses.
-	views := map[string][]int{} // view -> positions in refs
-	var order []string
-	for i, r := range refs {
-		if _, ok := views[r.View]; !ok {
-			order = append(order, r.View)
+	// One pass per view, in order of first mention: its keys, one
+	// read-through query for its misses.
+	var done []string
+	for first, ref := range refs {
+		if slices.Contains(done, ref.View) {
+			continue
 		}
-		views[r.View] = append(views[r.View], i)
-	}
-	for _, name := range order {
+		done = append(done, ref.View)
+		name := ref.View
+		// positions in refs of this view's features, and their indexes in
+		// the view
+		var pos, idx []int
 		v, ok := repo.View(name)
 		if !ok {
 			return nil, fmt.Errorf("unknown feature view %q", name)
+		}
+		for p := first; p < len(refs); p++ {
+			if refs[p].View != name {
+				continue
+			}
+			j := slices.IndexFunc(v.Features, func(f definitions.Feature) bool { return f.Name == refs[p].Feature })
+			if j < 0 {
+				return nil, fmt.Errorf("feature view %q has no feature %q", name, refs[p].Feature)
+			}
+			pos, idx = append(pos, p), append(idx, j)
 		}
 		ents := repo.JoinKeys(v)
 		keys := make([][]byte, len(rows))
@@ -151,13 +179,9 @@ func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definiti
 		if err != nil {
 			return nil, err
 		}
-		featIndex := map[string]int{}
-		for j, f := range v.Features {
-			featIndex[f.Name] = j
-		}
 		for i := range rows {
 			r := found[i]
-			for _, p := range views[name] {
+			for n, p := range pos {
 				res := &out[i][p]
 				switch {
 				case r == nil:
@@ -166,10 +190,7 @@ func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definiti
 					res.Status, res.EventTS = OutsideMaxAge, time.Unix(r.EventTS, 0).UTC()
 				default:
 					res.Status, res.EventTS = Present, time.Unix(r.EventTS, 0).UTC()
-					j := featIndex[refs[p].Feature]
-					if j < r.Len() {
-						res.Value = fromTier(v.Features[j].Type, r, j)
-					}
+					res.Row, res.Index, res.Type = r, idx[n], v.Features[idx[n]].Type
 				}
 			}
 		}

@@ -60,7 +60,7 @@ func score(t *testing.T, res [][]onlinestore.Result, i int) any {
 	if res[i][0].Status != onlinestore.Present {
 		return res[i][0].Status
 	}
-	return res[i][0].Value
+	return res[i][0].Value()
 }
 
 // TestTinyBudgetStillAnswersRight: a tier far smaller than the data
@@ -112,7 +112,7 @@ func TestStampedeMakesOneQuery(t *testing.T) {
 			switch {
 			case err != nil:
 				errs <- err
-			case res[0][0].Value != int64(31) || res[1][0].Status != onlinestore.NotFound:
+			case res[0][0].Value() != int64(31) || res[1][0].Status != onlinestore.NotFound:
 				errs <- fmt.Errorf("answer %+v", res)
 			}
 		}()
