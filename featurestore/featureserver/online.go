@@ -42,17 +42,11 @@ func (s *Server) GetOnlineFeatures(ctx context.Context, req *connect.Request[fea
 	if n := len(msg.GetEntities()); n > MaxEntityRows {
 		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d entity rows in one request; the limit is %d", n, MaxEntityRows))
 	}
-	rows := make([]map[string]any, len(msg.GetEntities()))
-	for i, e := range msg.GetEntities() {
-		rows[i] = make(map[string]any, len(e.GetKeys()))
+	rows := entityRows(msg.GetEntities())
+	for i, e := range rows {
 		for k, v := range e.GetKeys() {
-			switch x := v.GetKind().(type) {
-			case *featurestorev1.Value_StringValue:
-				rows[i][k] = x.StringValue
-			case *featurestorev1.Value_Int64Value:
-				rows[i][k] = x.Int64Value
-			case *featurestorev1.Value_Int32Value:
-				rows[i][k] = int64(x.Int32Value)
+			switch v.GetKind().(type) {
+			case *featurestorev1.Value_StringValue, *featurestorev1.Value_Int64Value, *featurestorev1.Value_Int32Value:
 			default:
 				return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("entity row %d: join key %q must be a string or an integer", i, k))
 			}
@@ -177,6 +171,23 @@ func (b *responseBuilder) value(res *onlinestore.Result) *featurestorev1.Value {
 		return v
 	}
 	return ProtoValue(res.Value())
+}
+
+// entityRows reads join keys straight from the request's messages.
+type entityRows []*featurestorev1.EntityRow
+
+func (r entityRows) Len() int { return len(r) }
+
+func (r entityRows) JoinKey(i int, key string) (onlinestore.KeyValue, bool) {
+	switch x := r[i].GetKeys()[key].GetKind().(type) {
+	case *featurestorev1.Value_StringValue:
+		return onlinestore.KeyValue{Str: x.StringValue}, true
+	case *featurestorev1.Value_Int64Value:
+		return onlinestore.KeyValue{Int: x.Int64Value, IsInt: true}, true
+	case *featurestorev1.Value_Int32Value:
+		return onlinestore.KeyValue{Int: int64(x.Int32Value), IsInt: true}, true
+	}
+	return onlinestore.KeyValue{}, false
 }
 
 func status(s onlinestore.Status) featurestorev1.FeatureStatus {

@@ -131,12 +131,46 @@ func New(off *offline.Store, tier *onlinetier.Tier, opt Options) *Store {
 // absence was observed (Unix nanoseconds).
 const absentEvent = math.MinInt64
 
-// Get answers refs for each entity row, given as join key -> value (string
-// or int64). The answer has one slice per row, in refs order.
-func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definitions.FeatureRef, rows []map[string]any) ([][]Result, error) {
+// EntityRows are the entity rows of a lookup.
+type EntityRows interface {
+	Len() int
+	// JoinKey returns row i's value of a join key; ok is false when the
+	// row has none.
+	JoinKey(i int, key string) (v KeyValue, ok bool)
+}
+
+// KeyValue is a join key value: an integer, or text (which an int64 key
+// accepts when it is a decimal integer, as text clients send it).
+type KeyValue struct {
+	Str   string
+	Int   int64
+	IsInt bool
+}
+
+// MapRows adapts entity rows given as join key -> string or int64.
+type MapRows []map[string]any
+
+// Len is the number of rows.
+func (m MapRows) Len() int { return len(m) }
+
+// JoinKey reads a key of row i; a value of another type reads as absent.
+func (m MapRows) JoinKey(i int, key string) (KeyValue, bool) {
+	switch x := m[i][key].(type) {
+	case string:
+		return KeyValue{Str: x}, true
+	case int64:
+		return KeyValue{Int: x, IsInt: true}, true
+	}
+	return KeyValue{}, false
+}
+
+// Get answers refs for each entity row. The answer has one slice per row,
+// in refs order.
+func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definitions.FeatureRef, rows EntityRows) ([][]Result, error) {
 	now := s.opt.Now()
-	out := make([][]Result, len(rows))
-	cells := make([]Result, len(rows)*len(refs))
+	n := rows.Len()
+	out := make([][]Result, n)
+	cells := make([]Result, n*len(refs))
 	for i := range out {
 		out[i] = cells[i*len(refs) : (i+1)*len(refs) : (i+1)*len(refs)]
 	}
@@ -167,19 +201,21 @@ func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definiti
 			pos, idx = append(pos, p), append(idx, j)
 		}
 		ents := repo.JoinKeys(v)
-		keys := make([][]byte, len(rows))
-		tuples := make([][]any, len(rows))
-		for i, row := range rows {
+		keys := make([][]byte, n)
+		var buf []byte
+		for i := range n {
+			start := len(buf)
 			var err error
-			if tuples[i], keys[i], err = encodeKey(ents, row); err != nil {
+			if buf, err = appendKey(buf, ents, rows, i); err != nil {
 				return nil, &KeyError{Row: i, Msg: fmt.Sprintf("feature view %q: %v", v.Name, err)}
 			}
+			keys[i] = buf[start:len(buf):len(buf)]
 		}
-		found, err := s.rows(ctx, repo, v, keys, tuples, now)
+		found, err := s.rows(ctx, repo, v, keys, now)
 		if err != nil {
 			return nil, err
 		}
-		for i := range rows {
+		for i := range n {
 			r := found[i]
 			for n, p := range pos {
 				res := &out[i][p]
@@ -200,7 +236,7 @@ func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definiti
 
 // rows returns the latest row of each key (nil when the view has none),
 // reading through for keys the tier does not hold.
-func (s *Store) rows(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, keys [][]byte, tuples [][]any, now time.Time) ([]*onlinetier.Row, error) {
+func (s *Store) rows(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, keys [][]byte, now time.Time) ([]*onlinetier.Row, error) {
 	found := make([]*onlinetier.Row, len(keys))
 	var missing []int
 	for i, k := range keys {
@@ -234,7 +270,7 @@ func (s *Store) rows(ctx context.Context, repo *definitions.Repo, v *definitions
 	}
 	s.mu.Unlock()
 	if len(mine) > 0 {
-		got, err := s.readThrough(ctx, repo, v, keys, tuples, mine, now)
+		got, err := s.readThrough(ctx, repo, v, keys, mine, now)
 		s.mu.Lock()
 		for _, i := range mine {
 			id := v.Name + "\x00" + string(keys[i])
@@ -278,11 +314,11 @@ func (s *Store) cached(view string, key []byte, now time.Time) (*onlinetier.Row,
 
 // readThrough loads the latest rows of keys[idx] in one query, caches
 // them (and the absence of the others), and returns them by index.
-func (s *Store) readThrough(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, keys [][]byte, tuples [][]any, idx []int, now time.Time) (map[int]*onlinetier.Row, error) {
+func (s *Store) readThrough(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, keys [][]byte, idx []int, now time.Time) (map[int]*onlinetier.Row, error) {
 	ask := make([][]any, len(idx))
 	byKey := map[string]int{}
 	for n, i := range idx {
-		ask[n] = tuples[i]
+		ask[n] = decodeTuple(keys[i])
 		byKey[string(keys[i])] = i
 	}
 	s.readThroughs.Add(1)
@@ -314,37 +350,59 @@ func (s *Store) readThrough(ctx context.Context, repo *definitions.Repo, v *defi
 	return got, nil
 }
 
-// encodeKey reads a view's join keys from an entity row and encodes them
-// for the tier.
-func encodeKey(ents []definitions.Entity, row map[string]any) ([]any, []byte, error) {
-	tuple := make([]any, len(ents))
-	for j, e := range ents {
-		val, ok := row[e.JoinKey]
+// appendKey reads a view's join keys from entity row i and appends their
+// encoding (see encodeTuple) to buf.
+func appendKey(buf []byte, ents []definitions.Entity, rows EntityRows, i int) ([]byte, error) {
+	for _, e := range ents {
+		kv, ok := rows.JoinKey(i, e.JoinKey)
 		if !ok {
-			return nil, nil, fmt.Errorf("missing join key %q (entity %q)", e.JoinKey, e.Name)
+			return nil, fmt.Errorf("missing join key %q (entity %q)", e.JoinKey, e.Name)
 		}
-		switch x := val.(type) {
-		case string:
-			if e.Type == definitions.Int64 {
-				// Text clients (a CLI, curl) send keys as text; an int64
-				// key's text must be an integer.
-				n, err := strconv.ParseInt(x, 10, 64)
-				if err != nil {
-					return nil, nil, fmt.Errorf("join key %q is int64, got the string %q", e.JoinKey, x)
-				}
-				val = n
+		switch {
+		case kv.IsInt && e.Type != definitions.Int64:
+			return nil, fmt.Errorf("join key %q is %s, got the integer %d", e.JoinKey, e.Type, kv.Int)
+		case !kv.IsInt && e.Type == definitions.Int64:
+			// Text clients (a CLI, curl) send keys as text; an int64
+			// key's text must be an integer.
+			n, err := strconv.ParseInt(kv.Str, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("join key %q is int64, got the string %q", e.JoinKey, kv.Str)
 			}
-		case int64:
-			if e.Type != definitions.Int64 {
-				return nil, nil, fmt.Errorf("join key %q is %s, got the integer %d", e.JoinKey, e.Type, x)
-			}
+			buf = appendInt(buf, n)
+		case kv.IsInt:
+			buf = appendInt(buf, kv.Int)
 		default:
-			return nil, nil, fmt.Errorf("join key %q has unsupported value %v", e.JoinKey, val)
+			buf = appendStr(buf, kv.Str)
 		}
-		tuple[j] = val
 	}
-	_, k, err := encodeTuple(tuple)
-	return tuple, k, err
+	return buf, nil
+}
+
+func appendInt(b []byte, n int64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, 'i'), uint64(n))
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(append(b, 's'), uint64(len(s)))
+	return append(b, s...)
+}
+
+// decodeTuple reverses encodeTuple.
+func decodeTuple(b []byte) []any {
+	var parts []any
+	for len(b) > 0 {
+		tag := b[0]
+		b = b[1:]
+		if tag == 'i' {
+			parts = append(parts, int64(binary.BigEndian.Uint64(b)))
+			b = b[8:]
+			continue
+		}
+		n, w := binary.Uvarint(b)
+		parts = append(parts, string(b[w:w+int(n)]))
+		b = b[w+int(n):]
+	}
+	return parts
 }
 
 // encodeTuple encodes key parts unambiguously: a string as its length and
@@ -354,12 +412,9 @@ func encodeTuple(parts []any) ([]any, []byte, error) {
 	for _, p := range parts {
 		switch x := p.(type) {
 		case string:
-			b = append(b, 's')
-			b = binary.AppendUvarint(b, uint64(len(x)))
-			b = append(b, x...)
+			b = appendStr(b, x)
 		case int64:
-			b = append(b, 'i')
-			b = binary.BigEndian.AppendUint64(b, uint64(x))
+			b = appendInt(b, x)
 		default:
 			return nil, nil, fmt.Errorf("%T is not a join key value", p)
 		}

@@ -76,7 +76,7 @@ func TestTinyBudgetStillAnswersRight(t *testing.T) {
 			rows = append(rows, map[string]any{"user_id": int64((k*7 + round) % 500)})
 		}
 		rows = append(rows, map[string]any{"user_id": int64(10_000)}) // no such user
-		res, err := s.Get(context.Background(), repo, refs, rows)
+		res, err := s.Get(context.Background(), repo, refs, onlinestore.MapRows(rows))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +108,7 @@ func TestStampedeMakesOneQuery(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			res, err := s.Get(context.Background(), repo, refs, rows)
+			res, err := s.Get(context.Background(), repo, refs, onlinestore.MapRows(rows))
 			switch {
 			case err != nil:
 				errs <- err
@@ -132,7 +132,7 @@ func TestBadKeys(t *testing.T) {
 	s := onlinestore.New(off, onlinetier.New(onlinetier.Options{}), onlinestore.Options{})
 	refs, _ := repo.ResolveRefs([]string{"stats:*"})
 	for _, row := range []map[string]any{{}, {"user_id": "x"}, {"user_id": 1.5}} {
-		_, err := s.Get(context.Background(), repo, refs, []map[string]any{row})
+		_, err := s.Get(context.Background(), repo, refs, onlinestore.MapRows{row})
 		if _, ok := err.(*onlinestore.KeyError); !ok {
 			t.Errorf("row %v: error %v, want a KeyError", row, err)
 		}
