@@ -85,7 +85,8 @@ func serveEcho(path string) error {
 	metrics := rpcserver.NewMetrics(reg)
 	path, handler := featurestorev1connect.NewFeatureServiceHandler(&echoFeatures{full: full},
 		connect.WithInterceptors(metrics.Interceptor()),
-		connect.WithReadMaxBytes(16<<20))
+		connect.WithReadMaxBytes(16<<20),
+		connect.WithCompressMinBytes(1<<20)) // as tailor serve
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -309,7 +310,8 @@ func (e *env) startEcho(b *testing.B, resp *featurestorev1.GetOnlineFeaturesResp
 		b.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), echoEnv+"="+path)
+	// The garbage collector as tailor serve sets it (see tuneGC there).
+	cmd.Env = append(os.Environ(), echoEnv+"="+path, "GOGC=400")
 	return startServer(b, "echo server", cmd)
 }
 

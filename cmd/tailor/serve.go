@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -43,6 +45,7 @@ func (a *app) serveCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			tuneGC(int64(onlineMemory))
 			store, err := a.openStore(ctx)
 			if err != nil {
 				return err
@@ -157,4 +160,24 @@ func (a *app) warmStart(ctx context.Context, store *offline.Store, repo *definit
 	}
 	st := tier.Stats()
 	a.log.Info("warm start", "views", len(results), "keys", keys, "entries", st.Entries, "bytes", st.Bytes, "full", full(), "duration", time.Since(start))
+}
+
+// serveHeadroom is the heap a server needs beside its online tier:
+// requests in flight, read-through results, a materialization's batches.
+const serveHeadroom = 512 << 20
+
+// tuneGC sets the server's garbage collector unless GOMEMLIMIT or GOGC say
+// otherwise. The tier is a large, long-lived heap, and every request
+// leaves short-lived garbage: with the default GOGC of 100 and the CLI's
+// 160 MiB limit, a small tier would be collected after a handful of
+// requests and a large one continuously. A server instead lets garbage
+// grow to four times the live heap, capped by the tier's budget plus
+// headroom.
+func tuneGC(budget int64) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(budget + serveHeadroom)
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 }

@@ -136,6 +136,8 @@ type FeatureRef struct {
 	View    string
 	Feature string
 	Type    ValueType
+	// Index is the feature's position in its view's Features.
+	Index int
 }
 
 // String renders the reference as view:feature.
@@ -156,8 +158,9 @@ func (r *Repo) ResolveRefs(refs []string) ([]FeatureRef, error) {
 	// Duplicates are found by a scan while the list is short, by a map
 	// once it is long: most requests name a few dozen features.
 	var seen map[[2]string]bool
-	add := func(v *FeatureView, f *Feature) {
-		ref := FeatureRef{View: v.Name, Feature: f.Name, Type: f.Type}
+	add := func(v *FeatureView, i int) {
+		f := &v.Features[i]
+		ref := FeatureRef{View: v.Name, Feature: f.Name, Type: f.Type, Index: i}
 		if seen == nil && len(out) >= 64 {
 			seen = make(map[[2]string]bool, 2*len(out))
 			for _, o := range out {
@@ -185,15 +188,15 @@ func (r *Repo) ResolveRefs(refs []string) ([]FeatureRef, error) {
 		}
 		if feat == "*" {
 			for i := range v.Features {
-				add(v, &v.Features[i])
+				add(v, i)
 			}
 			continue
 		}
-		f, ok := v.Feature(feat)
-		if !ok {
+		i := slices.IndexFunc(v.Features, func(f Feature) bool { return f.Name == feat })
+		if i < 0 {
 			return nil, &RefError{Ref: ref, Reason: fmt.Sprintf("feature view %q has no feature %q", view, feat)}
 		}
-		add(v, f)
+		add(v, i)
 	}
 	return out, nil
 }

@@ -27,7 +27,7 @@ func (s *Server) GetOnlineFeatures(ctx context.Context, req *connect.Request[fea
 	var err error
 	switch f := msg.GetFeatures().(type) {
 	case *featurestorev1.GetOnlineFeaturesRequest_FeatureService:
-		refs, err = av.Repo.ResolveService(f.FeatureService)
+		refs, err = av.resolveService(f.FeatureService)
 	case *featurestorev1.GetOnlineFeaturesRequest_FeatureRefs:
 		refs, err = av.Repo.ResolveRefs(f.FeatureRefs.GetRefs())
 		if err == nil && len(refs) == 0 {

@@ -30,7 +30,7 @@ type Server struct {
 	store   *offline.Store
 	online  *onlinestore.Store
 	log     *slog.Logger
-	defs    atomic.Pointer[offline.AppliedVersion]
+	defs    atomic.Pointer[snapshot]
 	reloads *prometheus.CounterVec
 }
 
@@ -52,12 +52,39 @@ func New(ctx context.Context, store *offline.Store, online *onlinestore.Store, r
 	if av == nil {
 		av = &offline.AppliedVersion{Repo: &definitions.Repo{}}
 	}
-	s.defs.Store(av)
+	s.defs.Store(newSnapshot(av))
 	return s, nil
 }
 
 // Definitions returns the snapshot serving requests now.
-func (s *Server) Definitions() *offline.AppliedVersion { return s.defs.Load() }
+func (s *Server) Definitions() *offline.AppliedVersion { return s.defs.Load().AppliedVersion }
+
+// snapshot is one applied version with what requests derive from it
+// prepared once: the feature services' resolved references.
+type snapshot struct {
+	*offline.AppliedVersion
+	services map[string][]definitions.FeatureRef
+}
+
+func newSnapshot(av *offline.AppliedVersion) *snapshot {
+	s := &snapshot{AppliedVersion: av, services: map[string][]definitions.FeatureRef{}}
+	for _, fs := range av.Repo.FeatureServices {
+		// A service that does not resolve is left out; asking for it
+		// resolves it again and reports the error.
+		if refs, err := av.Repo.ResolveService(fs.Name); err == nil {
+			s.services[fs.Name] = refs
+		}
+	}
+	return s
+}
+
+// resolveService returns the references of a feature service.
+func (s *snapshot) resolveService(name string) ([]definitions.FeatureRef, error) {
+	if refs, ok := s.services[name]; ok {
+		return refs, nil
+	}
+	return s.Repo.ResolveService(name)
+}
 
 // WatchDefinitions polls for newer applied definitions every interval until
 // ctx is done. A new version is loaded fully, then swapped in; a failed
@@ -90,7 +117,7 @@ func (s *Server) reload(ctx context.Context) error {
 	if av == nil {
 		return errors.New("definitions vanished")
 	}
-	s.defs.Store(av)
+	s.defs.Store(newSnapshot(av))
 	s.reloads.WithLabelValues("ok").Inc()
 	s.log.Info("definitions reloaded", "version", av.Version)
 	return nil

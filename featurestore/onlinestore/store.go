@@ -194,9 +194,12 @@ func (s *Store) Get(ctx context.Context, repo *definitions.Repo, refs []definiti
 			if refs[p].View != name {
 				continue
 			}
-			j := slices.IndexFunc(v.Features, func(f definitions.Feature) bool { return f.Name == refs[p].Feature })
-			if j < 0 {
-				return nil, fmt.Errorf("feature view %q has no feature %q", name, refs[p].Feature)
+			j := refs[p].Index
+			if j < 0 || j >= len(v.Features) || v.Features[j].Name != refs[p].Feature {
+				// A reference resolved against other definitions.
+				if j = slices.IndexFunc(v.Features, func(f definitions.Feature) bool { return f.Name == refs[p].Feature }); j < 0 {
+					return nil, fmt.Errorf("feature view %q has no feature %q", name, refs[p].Feature)
+				}
 			}
 			pos, idx = append(pos, p), append(idx, j)
 		}
