@@ -33,6 +33,7 @@ func (a *app) serveCmd() *cobra.Command {
 	var onlineMemory bytesFlag = 1 << 30
 	var warmStart bool
 	var follow time.Duration
+	var pprofOn bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the FeatureService over Connect, gRPC and gRPC-Web on one port",
@@ -103,6 +104,7 @@ func (a *app) serveCmd() *cobra.Command {
 				Registry: reg,
 				Logger:   a.log,
 				Ready:    ready.Load,
+				Pprof:    pprofOn,
 			})
 		},
 	}
@@ -111,6 +113,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().IntVar(&maxRequest, "max-request-bytes", 16<<20, "largest request accepted")
 	cmd.Flags().Var(&onlineMemory, "online-memory", "memory budget of the online tier, e.g. 512MiB, 1GiB")
 	cmd.Flags().BoolVar(&warmStart, "warm-start", true, "fill the online tier from ClickHouse, up to its budget, before reporting ready")
+	cmd.Flags().BoolVar(&pprofOn, "pprof", false, "serve Go's profiling endpoints under /debug/pprof/ (CPU, heap, goroutines)")
 	cmd.Flags().DurationVar(&follow, "follow", 500*time.Millisecond, "how often to pick up rows stored by other processes (replicas, ingest)")
 	return cmd
 }

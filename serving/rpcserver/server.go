@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"connectrpc.com/connect"
@@ -39,6 +40,8 @@ type Options struct {
 	// Ready, when set, reports whether the services may take traffic; the
 	// health service says NOT_SERVING until it returns true.
 	Ready func() bool
+	// Pprof mounts Go's profiling endpoints under /debug/pprof/.
+	Pprof bool
 }
 
 // Serve serves on ln until ctx is done, then stops accepting, lets
@@ -60,6 +63,13 @@ func Serve(ctx context.Context, ln net.Listener, opt Options) error {
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	if opt.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if opt.Registry != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{}))
 	}

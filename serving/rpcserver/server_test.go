@@ -494,3 +494,31 @@ func TestServeReportsListenerFailure(t *testing.T) {
 		t.Fatalf("Serve on a closed listener: %v", err)
 	}
 }
+
+// TestPprofOnlyWhenAsked: the profiling endpoints are mounted only with
+// Options.Pprof.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- rpcserver.Serve(ctx, ln, rpcserver.Options{Logger: slog.New(slog.DiscardHandler), Pprof: on})
+		}()
+		resp, err := http.Get("http://" + ln.Addr().String() + "/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]; resp.StatusCode != want {
+			t.Errorf("pprof %v: status %d, want %d", on, resp.StatusCode, want)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
