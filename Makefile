@@ -7,7 +7,7 @@ SHELL := /bin/bash
 GO ?= go
 # Packages whose tests run with the race detector (concurrency-heavy);
 # every other package runs without it.
-RACE_PKGS ?= ./featurestore/...
+RACE_PKGS ?= ./featurestore/... ./serving/...
 TEST_TIMEOUT ?= 20m
 BENCH_OUT ?= benchmarks/results.txt
 
