@@ -152,10 +152,14 @@ func TestValidate(t *testing.T) {
 			return strings.Replace(s, `{feature: "cust:segment", encoding: one_hot, vocabulary: [gold, silver, bronze]}`, `{feature: "cust:segment"}`, 1)
 		}, []registry.Tensor{{Name: "features", Kind: "tensor", Type: "float32", Shape: []int64{-1, 11}}}, graphOut,
 			[]string{"model.yaml:9", "cust:segment is text"}},
-		{"array without size", func(s string) string { return strings.Replace(s, `{feature: "cust:embedding", size: 4}`, `{feature: "cust:embedding"}`, 1) },
+		{"array without size", func(s string) string {
+			return strings.Replace(s, `{feature: "cust:embedding", size: 4}`, `{feature: "cust:embedding"}`, 1)
+		},
 			[]registry.Tensor{{Name: "features", Kind: "tensor", Type: "float32", Shape: []int64{-1, 10}}}, graphOut,
 			[]string{"cust:embedding is array<float32>: give size"}},
-		{"string array", func(s string) string { return strings.Replace(s, `{feature: "cust:embedding", size: 4}`, `{feature: "cust:tags", size: 4}`, 1) }, graphIn, graphOut,
+		{"string array", func(s string) string {
+			return strings.Replace(s, `{feature: "cust:embedding", size: 4}`, `{feature: "cust:tags", size: 4}`, 1)
+		}, graphIn, graphOut,
 			[]string{"cust:tags is array<string>"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
