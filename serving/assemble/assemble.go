@@ -1,0 +1,314 @@
+// Package assemble turns a model's metadata into input tensors: it
+// compiles each input's elements against the applied definitions once,
+// then fills batches of rows from online feature values, request context
+// and request values, applying defaults, missing indicators and the
+// one-hot and index encodings.
+package assemble
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/registry"
+)
+
+// Tensor is one filled input: Shape [rows, width], data in row-major
+// order in the slice of its element type.
+type Tensor struct {
+	Name    string
+	Shape   []int64
+	Float32 []float32
+	Float64 []float64
+	Int64   []int64
+	Int32   []int32
+}
+
+// Plan is a model's inputs compiled against the definitions.
+type Plan struct {
+	// Refs are the distinct features the model reads, in first-use order:
+	// fetch them, then give their values to Fill in this order.
+	Refs   []definitions.FeatureRef
+	inputs []input
+}
+
+type sourceKind int
+
+const (
+	fromFeature sourceKind = iota
+	fromContext
+	fromRequest
+)
+
+type input struct {
+	name, typ string
+	width     int
+	elems     []element
+}
+
+type element struct {
+	kind    sourceKind
+	ref     int    // index in Plan.Refs
+	name    string // context or request field
+	typ     definitions.ValueType
+	oneHot  bool
+	index   bool
+	vocab   map[string]int
+	size    int
+	def     float64
+	missing bool
+}
+
+// Compile prepares spec's inputs; the features it names must resolve in
+// repo (the registry validated that when the model was registered, but
+// definitions may have changed since).
+func Compile(spec *registry.Spec, repo *definitions.Repo) (*Plan, error) {
+	p := &Plan{}
+	refIndex := map[string]int{}
+	for _, in := range spec.Inputs {
+		ip := input{name: in.Name, typ: in.Type, width: in.Width()}
+		for _, e := range in.Elements {
+			el := element{size: e.Size, def: e.Default, missing: e.MissingIndicator, oneHot: e.Encoding == "one_hot", index: e.Encoding == "index"}
+			if len(e.Vocabulary) > 0 {
+				el.vocab = make(map[string]int, len(e.Vocabulary))
+				for i, v := range e.Vocabulary {
+					el.vocab[v] = i
+				}
+			}
+			switch {
+			case e.Feature != "":
+				refs, err := repo.ResolveRefs([]string{e.Feature})
+				if err != nil {
+					return nil, fmt.Errorf("model %s input %q: %w", spec.Name, in.Name, err)
+				}
+				if len(refs) != 1 {
+					return nil, fmt.Errorf("model %s input %q: %q names %d features", spec.Name, in.Name, e.Feature, len(refs))
+				}
+				key := refs[0].String()
+				i, ok := refIndex[key]
+				if !ok {
+					i = len(p.Refs)
+					refIndex[key] = i
+					p.Refs = append(p.Refs, refs[0])
+				}
+				el.kind, el.ref, el.typ = fromFeature, i, refs[0].Type
+			case e.Context != "":
+				el.kind, el.name = fromContext, e.Context
+			default:
+				el.kind, el.name = fromRequest, e.Request
+			}
+			ip.elems = append(ip.elems, el)
+		}
+		p.inputs = append(p.inputs, ip)
+	}
+	return p, nil
+}
+
+// Row is one instance to score.
+type Row struct {
+	// Features are the values of Plan.Refs in order: nil when null, not
+	// found or outside the view's max age (all are "missing").
+	Features []any
+	// Context holds the fields the caller passed (device, any name) and
+	// those derived from the request time: hour_of_day, day_of_week.
+	Context map[string]any
+	// Request holds the request values by name.
+	Request map[string]float64
+}
+
+// DeriveContext adds the fields derived from the request time to ctx:
+// hour_of_day (0..23) and day_of_week (0 = Monday) in the time zone the
+// context names under "timezone" (an IANA name), else UTC. An unknown
+// zone is an error naming it.
+func DeriveContext(ctx map[string]any, at time.Time) (map[string]any, error) {
+	out := make(map[string]any, len(ctx)+2)
+	for k, v := range ctx {
+		out[k] = v
+	}
+	loc := time.UTC
+	if tz, ok := ctx["timezone"].(string); ok && tz != "" {
+		l, err := time.LoadLocation(tz)
+		if err != nil {
+			return nil, fmt.Errorf("context timezone %q: %w", tz, err)
+		}
+		loc = l
+	}
+	local := at.In(loc)
+	out[registry.ContextHourOfDay] = int64(local.Hour())
+	out[registry.ContextDayOfWeek] = int64((int(local.Weekday()) + 6) % 7)
+	return out, nil
+}
+
+// Fill lays rows out as the model's input tensors.
+func (p *Plan) Fill(rows []Row) []Tensor {
+	out := make([]Tensor, len(p.inputs))
+	vals := []float64{}
+	for t, in := range p.inputs {
+		vals = vals[:0]
+		if cap(vals) < len(rows)*in.width {
+			vals = make([]float64, 0, len(rows)*in.width)
+		}
+		for r := range rows {
+			for i := range in.elems {
+				vals = in.elems[i].append(vals, &rows[r])
+			}
+		}
+		out[t] = convert(in, len(rows), vals)
+	}
+	return out
+}
+
+func convert(in input, n int, vals []float64) Tensor {
+	t := Tensor{Name: in.name, Shape: []int64{int64(n), int64(in.width)}}
+	switch in.typ {
+	case "float64":
+		t.Float64 = append([]float64(nil), vals...)
+	case "int64":
+		t.Int64 = make([]int64, len(vals))
+		for i, v := range vals {
+			t.Int64[i] = int64(v)
+		}
+	case "int32":
+		t.Int32 = make([]int32, len(vals))
+		for i, v := range vals {
+			t.Int32[i] = int32(v)
+		}
+	default:
+		t.Float32 = make([]float32, len(vals))
+		for i, v := range vals {
+			t.Float32[i] = float32(v)
+		}
+	}
+	return t
+}
+
+// append lays out one element of one row.
+func (e *element) append(dst []float64, r *Row) []float64 {
+	var v any
+	var ok bool
+	switch e.kind {
+	case fromFeature:
+		if e.ref < len(r.Features) {
+			v = r.Features[e.ref]
+			ok = v != nil
+		}
+	case fromContext:
+		v, ok = r.Context[e.name]
+		ok = ok && v != nil
+	case fromRequest:
+		var f float64
+		f, ok = r.Request[e.name]
+		v = f
+	}
+	present := ok
+	switch {
+	case e.oneHot:
+		start := len(dst)
+		for range e.vocab {
+			dst = append(dst, 0)
+		}
+		if ok {
+			if i, in := e.vocab[text(v)]; in {
+				dst[start+i] = 1
+			}
+		}
+	case e.index:
+		f := e.def
+		if ok {
+			if i, in := e.vocab[text(v)]; in {
+				f = float64(i)
+			}
+		}
+		dst = append(dst, f)
+	case e.size > 0:
+		dst = appendArray(dst, v, e.size, e.def)
+	default:
+		f, isNum := number(v)
+		if !ok || !isNum {
+			f, present = e.def, false
+		}
+		dst = append(dst, f)
+	}
+	if e.missing {
+		if present {
+			dst = append(dst, 0)
+		} else {
+			dst = append(dst, 1)
+		}
+	}
+	return dst
+}
+
+// number reads a scalar as a number: booleans are 0/1, timestamps Unix
+// seconds; text that is a number counts too.
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case float32:
+		return float64(x), true
+	case int64:
+		return float64(x), true
+	case int32:
+		return float64(x), true
+	case int:
+		return float64(x), true
+	case bool:
+		if x {
+			return 1, true
+		}
+		return 0, true
+	case time.Time:
+		return float64(x.Unix()), true
+	case string:
+		f, err := strconv.ParseFloat(x, 64)
+		return f, err == nil && !math.IsNaN(f)
+	}
+	return 0, false
+}
+
+// text is a value's vocabulary key: text as is, numbers in decimal.
+func text(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case bool:
+		return strconv.FormatBool(x)
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case int32:
+		return strconv.FormatInt(int64(x), 10)
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	case float32:
+		return strconv.FormatFloat(float64(x), 'g', -1, 32)
+	}
+	return fmt.Sprint(v)
+}
+
+func appendArray(dst []float64, v any, size int, def float64) []float64 {
+	n := 0
+	switch x := v.(type) {
+	case []float32:
+		for _, f := range x[:min(len(x), size)] {
+			dst = append(dst, float64(f))
+			n++
+		}
+	case []int64:
+		for _, f := range x[:min(len(x), size)] {
+			dst = append(dst, float64(f))
+			n++
+		}
+	case []float64:
+		for _, f := range x[:min(len(x), size)] {
+			dst = append(dst, f)
+			n++
+		}
+	}
+	for ; n < size; n++ {
+		dst = append(dst, def)
+	}
+	return dst
+}
