@@ -73,8 +73,8 @@ func Validate(spec *Spec, repo *definitions.Repo, inputs, outputs []Tensor) erro
 			bad(in.Pos, "input %q: the graph takes %s, the metadata declares element type %s", in.Name, g, in.Type)
 		case len(g.Shape) != 2:
 			bad(in.Pos, "input %q: the graph takes %s; tailor feeds [batch, width] tensors", in.Name, g)
-		case g.Shape[0] > 1:
-			bad(in.Pos, "input %q: the graph takes %s with a fixed batch of %d; export it with a dynamic batch axis", in.Name, g, g.Shape[0])
+		case g.Shape[0] >= 0:
+			bad(in.Pos, "input %q: the graph takes %s, a fixed batch of %d; export it with a dynamic batch axis (torch.onnx.export dynamic_axes) so requests can be batched", in.Name, g, g.Shape[0])
 		case g.Shape[1] >= 0 && int(g.Shape[1]) != in.Width():
 			bad(in.Pos, "input %q: the graph takes %s, the metadata fills %d positions (%s)", in.Name, g, in.Width(), widths(in))
 		}

@@ -23,6 +23,10 @@ import (
 	"github.com/tailorhq/tailor/featurestore/onlinestore"
 	"github.com/tailorhq/tailor/featurestore/onlinetier"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
+	"github.com/tailorhq/tailor/proto/gen/tailor/registry/v1/registryv1connect"
+	"github.com/tailorhq/tailor/registry"
+	"github.com/tailorhq/tailor/registry/registryserver"
+	"github.com/tailorhq/tailor/serving/onnxrt"
 	"github.com/tailorhq/tailor/serving/rpcserver"
 )
 
@@ -36,7 +40,7 @@ func (a *app) serveCmd() *cobra.Command {
 	var pprofOn bool
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Serve the FeatureService over Connect, gRPC and gRPC-Web on one port",
+		Short: "Serve the FeatureService and RegistryService over Connect, gRPC and gRPC-Web on one port",
 		Long: "serve answers on --addr with Connect, gRPC and gRPC-Web (HTTP/1.1 and cleartext HTTP/2),\n" +
 			"gRPC health and reflection, and Prometheus metrics at /metrics. Newly applied definitions\n" +
 			"are picked up within --reload. At start the online tier is filled with the latest rows from\n" +
@@ -85,6 +89,18 @@ func (a *app) serveCmd() *cobra.Command {
 				// networks decision services call from, only huge answers
 				// are worth it.
 				connect.WithCompressMinBytes(1<<20))
+			models, err := registry.New(ctx, store.Conn(), store.Database(), inspectModel, a.log)
+			if err != nil {
+				return err
+			}
+			if err := onnxrt.Init(""); err != nil {
+				// The feature service still serves; registering a model
+				// reports the same error.
+				a.log.Warn("ONNX Runtime unavailable: models cannot be registered or served", "err", err)
+			}
+			regPath, regHandler := registryv1connect.NewRegistryServiceHandler(
+				registryserver.New(models, func() *definitions.Repo { return fs.Definitions().Repo }, 0, a.log),
+				connect.WithInterceptors(metrics.Interceptor()))
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)
@@ -100,7 +116,10 @@ func (a *app) serveCmd() *cobra.Command {
 				follower.Run(ctx, follow)
 			}()
 			return rpcserver.Serve(ctx, ln, rpcserver.Options{
-				Services: []rpcserver.Service{{Name: featurestorev1connect.FeatureServiceName, Path: path, Handler: handler}},
+				Services: []rpcserver.Service{
+					{Name: featurestorev1connect.FeatureServiceName, Path: path, Handler: handler},
+					{Name: registryv1connect.RegistryServiceName, Path: regPath, Handler: regHandler},
+				},
 				Registry: reg,
 				Logger:   a.log,
 				Ready:    ready.Load,
@@ -183,4 +202,23 @@ func tuneGC(budget int64) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
+}
+
+// inspectModel reads a model's graph with ONNX Runtime, for the registry.
+func inspectModel(model []byte) (inputs, outputs []registry.Tensor, err error) {
+	if err := onnxrt.Init(""); err != nil {
+		return nil, nil, err
+	}
+	in, out, err := onnxrt.Inspect(model)
+	if err != nil {
+		return nil, nil, err
+	}
+	conv := func(ts []onnxrt.TensorInfo) []registry.Tensor {
+		res := make([]registry.Tensor, len(ts))
+		for i, t := range ts {
+			res[i] = registry.Tensor{Name: t.Name, Kind: t.Kind, Type: string(t.Type), KeyType: string(t.KeyType), Shape: t.Shape}
+		}
+		return res
+	}
+	return conv(in), conv(out), nil
 }
