@@ -20,6 +20,8 @@ decimal of that float32).
   generic_int64_input.onnx   indices i64 [batch,3] -> score f32 [batch,1]
   zipmap_classifier.onnx     input f32 [batch,4] -> output_label string [batch],
                              output_probability seq(map(string,f32)) (skl2onnx style)
+  zipmap_int64_classifier.onnx the same with int64 labels 3, 7, 11: output_label i64 [batch],
+                             output_probability seq(map(int64,f32))
   all_types.onnx             one input and output per element type tailor carries
   fixed_batch.onnx           like next_product but the batch dimension is fixed to 1
   not_onnx.onnx              random bytes
@@ -175,10 +177,14 @@ def torch_model(out, name, module, inputs, input_names, output_names, seed):
     return module
 
 
-def zipmap_classifier(out):
-    """A skl2onnx-style classifier: Gemm -> Softmax -> ZipMap, plus the label."""
-    rng = np.random.default_rng(5)
-    classes = ["a", "b", "c"]
+def zipmap_classifier(out, name, classes, seed):
+    """A skl2onnx-style classifier: Gemm -> Softmax -> ZipMap, plus the label.
+
+    String classes give ZipMap classlabels_strings (map<string,float>), int
+    classes classlabels_int64s (map<int64,float>).
+    """
+    rng = np.random.default_rng(seed)
+    ints = isinstance(classes[0], int)
     w = rng.uniform(-1, 1, size=(4, 3)).astype(np.float32)
     b = rng.uniform(-0.5, 0.5, size=(3,)).astype(np.float32)
     nodes = [
@@ -189,27 +195,34 @@ def zipmap_classifier(out):
             "ArrayFeatureExtractor", ["classes", "label_index"], ["label_2d"], domain="ai.onnx.ml", name="label_lookup"
         ),
         helper.make_node("Reshape", ["label_2d", "flat"], ["output_label"], name="label_flat"),
-        helper.make_node(
-            "ZipMap", ["probabilities"], ["output_probability"], domain="ai.onnx.ml",
-            classlabels_strings=classes, name="zipmap",
-        ),
     ]
+    if ints:
+        zipmap = dict(classlabels_int64s=classes)
+        label_type, key_type = TensorProto.INT64, TensorProto.INT64
+        classes_tensor = helper.make_tensor("classes", TensorProto.INT64, [len(classes)], classes)
+    else:
+        zipmap = dict(classlabels_strings=classes)
+        label_type, key_type = TensorProto.STRING, TensorProto.STRING
+        classes_tensor = helper.make_tensor("classes", TensorProto.STRING, [len(classes)], [c.encode() for c in classes])
+    nodes.append(
+        helper.make_node("ZipMap", ["probabilities"], ["output_probability"], domain="ai.onnx.ml", name="zipmap", **zipmap)
+    )
     inits = [
         helper.make_tensor("coef", TensorProto.FLOAT, w.shape, w.reshape(-1).tolist()),
         helper.make_tensor("intercept", TensorProto.FLOAT, b.shape, b.tolist()),
-        helper.make_tensor("classes", TensorProto.STRING, [3], [c.encode() for c in classes]),
+        classes_tensor,
         helper.make_tensor("flat", TensorProto.INT64, [1], [-1]),
     ]
     map_type = onnx.TypeProto()
-    map_type.map_type.key_type = TensorProto.STRING
+    map_type.map_type.key_type = key_type
     map_type.map_type.value_type.CopyFrom(helper.make_tensor_type_proto(TensorProto.FLOAT, None))
     seq_of_maps = helper.make_sequence_type_proto(map_type)
     graph = helper.make_graph(
         nodes,
-        "zipmap_classifier",
+        name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
         [
-            helper.make_tensor_value_info("output_label", TensorProto.STRING, ["batch"]),
+            helper.make_tensor_value_info("output_label", label_type, ["batch"]),
             helper.make_value_info("output_probability", seq_of_maps),
         ],
         inits,
@@ -221,21 +234,27 @@ def zipmap_classifier(out):
     )
     model.ir_version = 8
     onnx.checker.check_model(model)
-    save_bytes(out, "zipmap_classifier.onnx", model.SerializeToString())
+    save_bytes(out, name + ".onnx", model.SerializeToString())
 
     x = rng.normal(size=(ROWS, 4)).astype(np.float32)
     logits = (x.astype(np.float64) @ w.astype(np.float64) + b.astype(np.float64))
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     p = e / e.sum(axis=1, keepdims=True)
     labels = np.array([classes[i] for i in p.argmax(axis=1)])
-    prob_maps = [{c: float(np.float32(row[j])) for j, c in enumerate(classes)} for row in p]
+    # JSON object keys are strings: an int64 label is written in decimal.
+    prob_maps = [{str(c): float(np.float32(row[j])) for j, c in enumerate(classes)} for row in p]
     write_expected(
         out,
-        "zipmap_classifier",
+        name,
         [tensor_json("input", x)],
         [
             tensor_json("output_label", labels),
-            {"name": "output_probability", "type": "map(string,float32)", "shape": [ROWS], "maps": prob_maps},
+            {
+                "name": "output_probability",
+                "type": "map(int64,float32)" if ints else "map(string,float32)",
+                "shape": [ROWS],
+                "maps": prob_maps,
+            },
         ],
         f"numpy {np.__version__} (float64, rounded to float32)",
     )
@@ -358,7 +377,8 @@ def main():
     rng = np.random.default_rng(7)
     save_bytes(out, "not_onnx.onnx", rng.integers(0, 256, size=512, dtype=np.uint8).tobytes())
 
-    zipmap_classifier(out)
+    zipmap_classifier(out, "zipmap_classifier", ["a", "b", "c"], 5)
+    zipmap_classifier(out, "zipmap_int64_classifier", [3, 7, 11], 8)
     all_types(out)
     slow_loop(out)
     for f in sorted(os.listdir(out)):
