@@ -24,9 +24,12 @@ import (
 	"github.com/tailorhq/tailor/featurestore/onlinetier"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
 	"github.com/tailorhq/tailor/proto/gen/tailor/registry/v1/registryv1connect"
+	"github.com/tailorhq/tailor/proto/gen/tailor/serving/v1/servingv1connect"
 	"github.com/tailorhq/tailor/registry"
 	"github.com/tailorhq/tailor/registry/registryserver"
+	"github.com/tailorhq/tailor/serving/models"
 	"github.com/tailorhq/tailor/serving/onnxrt"
+	"github.com/tailorhq/tailor/serving/predictserver"
 	"github.com/tailorhq/tailor/serving/rpcserver"
 )
 
@@ -38,9 +41,10 @@ func (a *app) serveCmd() *cobra.Command {
 	var warmStart bool
 	var follow time.Duration
 	var pprofOn bool
+	var modelRefresh time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Serve the FeatureService and RegistryService over Connect, gRPC and gRPC-Web on one port",
+		Short: "Serve features, the model registry and predictions over Connect, gRPC and gRPC-Web on one port",
 		Long: "serve answers on --addr with Connect, gRPC and gRPC-Web (HTTP/1.1 and cleartext HTTP/2),\n" +
 			"gRPC health and reflection, and Prometheus metrics at /metrics. Newly applied definitions\n" +
 			"are picked up within --reload. At start the online tier is filled with the latest rows from\n" +
@@ -89,7 +93,7 @@ func (a *app) serveCmd() *cobra.Command {
 				// networks decision services call from, only huge answers
 				// are worth it.
 				connect.WithCompressMinBytes(1<<20))
-			models, err := registry.New(ctx, store.Conn(), store.Database(), inspectModel, a.log)
+			modelStore, err := registry.New(ctx, store.Conn(), store.Database(), inspectModel, a.log)
 			if err != nil {
 				return err
 			}
@@ -99,8 +103,19 @@ func (a *app) serveCmd() *cobra.Command {
 				a.log.Warn("ONNX Runtime unavailable: models cannot be registered or served", "err", err)
 			}
 			regPath, regHandler := registryv1connect.NewRegistryServiceHandler(
-				registryserver.New(models, func() *definitions.Repo { return fs.Definitions().Repo }, 0, a.log),
+				registryserver.New(modelStore, func() *definitions.Repo { return fs.Definitions().Repo }, 0, a.log),
 				connect.WithInterceptors(metrics.Interceptor()))
+			manager := models.New(modelStore, func() *definitions.Repo { return fs.Definitions().Repo }, models.Options{Refresh: modelRefresh, Logger: a.log})
+			if err := manager.Register(reg); err != nil {
+				return err
+			}
+			defer manager.Close()
+			go manager.Watch(ctx)
+			predPath, predHandler := servingv1connect.NewPredictionServiceHandler(
+				predictserver.New(manager, online, func() *definitions.Repo { return fs.Definitions().Repo }, a.log),
+				connect.WithInterceptors(metrics.Interceptor()),
+				connect.WithReadMaxBytes(maxRequest),
+				connect.WithCompressMinBytes(1<<20))
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)
@@ -119,6 +134,7 @@ func (a *app) serveCmd() *cobra.Command {
 				Services: []rpcserver.Service{
 					{Name: featurestorev1connect.FeatureServiceName, Path: path, Handler: handler},
 					{Name: registryv1connect.RegistryServiceName, Path: regPath, Handler: regHandler},
+					{Name: servingv1connect.PredictionServiceName, Path: predPath, Handler: predHandler},
 				},
 				Registry: reg,
 				Logger:   a.log,
@@ -132,6 +148,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().IntVar(&maxRequest, "max-request-bytes", 16<<20, "largest request accepted")
 	cmd.Flags().Var(&onlineMemory, "online-memory", "memory budget of the online tier, e.g. 512MiB, 1GiB")
 	cmd.Flags().BoolVar(&warmStart, "warm-start", true, "fill the online tier from ClickHouse, up to its budget, before reporting ready")
+	cmd.Flags().DurationVar(&modelRefresh, "model-refresh", time.Second, "how often model aliases are re-resolved (an alias move is served within about this)")
 	cmd.Flags().BoolVar(&pprofOn, "pprof", false, "serve Go's profiling endpoints under /debug/pprof/ (CPU, heap, goroutines)")
 	cmd.Flags().DurationVar(&follow, "follow", 500*time.Millisecond, "how often to pick up rows stored by other processes (replicas, ingest)")
 	return cmd

@@ -1,0 +1,264 @@
+// Package predictserver implements the Connect PredictionService: models
+// from the registry, fed with online features and request context, run on
+// ONNX Runtime.
+package predictserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/featurestore/onlinestore"
+	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
+	servingv1 "github.com/tailorhq/tailor/proto/gen/tailor/serving/v1"
+	"github.com/tailorhq/tailor/proto/gen/tailor/serving/v1/servingv1connect"
+	"github.com/tailorhq/tailor/registry"
+	"github.com/tailorhq/tailor/serving/assemble"
+	"github.com/tailorhq/tailor/serving/models"
+	"github.com/tailorhq/tailor/serving/onnxrt"
+)
+
+// MaxInstances bounds the instances of one Predict.
+const MaxInstances = 10_000
+
+// Features is what the server needs of the online store.
+type Features interface {
+	Get(ctx context.Context, repo *definitions.Repo, refs []definitions.FeatureRef, rows onlinestore.EntityRows) ([][]onlinestore.Result, error)
+}
+
+// Server is the PredictionService handler.
+type Server struct {
+	servingv1connect.UnimplementedPredictionServiceHandler
+
+	models   *models.Manager
+	features Features
+	defs     func() *definitions.Repo
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// New returns the handler.
+func New(m *models.Manager, features Features, defs func() *definitions.Repo, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Server{models: m, features: features, defs: defs, log: log, now: time.Now}
+}
+
+// Predict runs one model for a batch of instances.
+func (s *Server) Predict(ctx context.Context, req *connect.Request[servingv1.PredictRequest]) (*connect.Response[servingv1.PredictResponse], error) {
+	msg := req.Msg
+	if msg.GetModel() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("name a model: name, name@alias or name:version"))
+	}
+	n := len(msg.GetInstances())
+	if n == 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("no instances to score"))
+	}
+	if n > MaxInstances {
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d instances in one request; the limit is %d", n, MaxInstances))
+	}
+	model, release, err := s.models.Get(ctx, msg.GetModel())
+	if err != nil {
+		return nil, modelError(ctx, msg.GetModel(), err)
+	}
+	defer release()
+	at := s.now()
+	if msg.GetRequestTime() != nil {
+		at = msg.GetRequestTime().AsTime()
+	}
+	rows, err := s.rows(ctx, model, msg.GetInstances(), at)
+	if err != nil {
+		return nil, err
+	}
+	outs, err := model.Session.Run(ctx, models.ToRuntime(model.Plan.Fill(rows)))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, connect.NewError(ctxCode(ctx), err)
+		}
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("model %s:%d: %w", model.Version.Name, model.Version.Version, err))
+	}
+	resp := &servingv1.PredictResponse{Model: &servingv1.ModelRef{Name: model.Version.Name, Version: model.Version.Version}}
+	if _, alias, ok := strings.Cut(msg.GetModel(), "@"); ok {
+		resp.Model.Alias = alias
+	}
+	resp.Predictions = predictions(model.Version.Spec, outs, n)
+	return connect.NewResponse(resp), nil
+}
+
+// rows gathers each instance's features, context and request values.
+func (s *Server) rows(ctx context.Context, model *models.Model, instances []*servingv1.Instance, at time.Time) ([]assemble.Row, error) {
+	rows := make([]assemble.Row, len(instances))
+	refs := model.Plan.Refs
+	var results [][]onlinestore.Result
+	if len(refs) > 0 {
+		var err error
+		results, err = s.features.Get(ctx, s.defs(), refs, entityRows(instances))
+		if err != nil {
+			var ke *onlinestore.KeyError
+			switch {
+			case errors.As(err, &ke):
+				return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("instance %d: %s", ke.Row, strings.TrimPrefix(ke.Error(), fmt.Sprintf("entity row %d: ", ke.Row))))
+			case ctx.Err() != nil:
+				return nil, connect.NewError(ctxCode(ctx), err)
+			}
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("online features: %w", err))
+		}
+	}
+	for i, inst := range instances {
+		r := &rows[i]
+		if results != nil {
+			r.Features = make([]any, len(refs))
+			for j := range refs {
+				if res := &results[i][j]; res.Status == onlinestore.Present {
+					r.Features[j] = res.Value()
+				}
+			}
+		}
+		given := make(map[string]any, len(inst.GetContext()))
+		for k, v := range inst.GetContext() {
+			given[k] = goValue(v)
+		}
+		var err error
+		if r.Context, err = assemble.DeriveContext(given, at); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("instance %d: %w", i, err))
+		}
+		r.Request = inst.GetValues()
+	}
+	return rows, nil
+}
+
+// predictions splits the outputs into one prediction per instance.
+func predictions(spec *registry.Spec, outs []onnxrt.Tensor, n int) []*servingv1.Prediction {
+	labels := map[string][]string{}
+	for _, o := range spec.Outputs {
+		labels[o.Name] = o.Labels
+	}
+	preds := make([]*servingv1.Prediction, n)
+	for i := range preds {
+		preds[i] = &servingv1.Prediction{}
+	}
+	for _, t := range outs {
+		width := 1
+		if len(t.Shape) > 1 {
+			width = 1
+			for _, d := range t.Shape[1:] {
+				width *= int(d)
+			}
+		}
+		for i := range n {
+			o := &servingv1.Output{Name: t.Name}
+			lo, hi := i*width, (i+1)*width
+			switch {
+			case t.Maps != nil:
+				m := t.Maps[i]
+				keys := labels[t.Name]
+				if len(keys) == 0 {
+					for k := range m {
+						keys = append(keys, k)
+					}
+					sort.Strings(keys)
+				}
+				for _, k := range keys {
+					o.Values = append(o.Values, float64(m[k]))
+				}
+				o.Labels = keys
+			case t.Float32 != nil:
+				for _, v := range t.Float32[lo:hi] {
+					o.Values = append(o.Values, float64(v))
+				}
+			case t.Float64 != nil:
+				o.Values = append(o.Values, t.Float64[lo:hi]...)
+			case t.Int64 != nil:
+				for _, v := range t.Int64[lo:hi] {
+					o.Values = append(o.Values, float64(v))
+				}
+			case t.Int32 != nil:
+				for _, v := range t.Int32[lo:hi] {
+					o.Values = append(o.Values, float64(v))
+				}
+			case t.Bool != nil:
+				for _, v := range t.Bool[lo:hi] {
+					o.Values = append(o.Values, map[bool]float64{false: 0, true: 1}[v])
+				}
+			case t.Strings != nil:
+				o.Strings = slices.Clone(t.Strings[lo:hi])
+			}
+			if o.Labels == nil && len(labels[t.Name]) == len(o.Values) {
+				o.Labels = labels[t.Name]
+			}
+			preds[i].Outputs = append(preds[i].Outputs, o)
+		}
+	}
+	return preds
+}
+
+// entityRows reads join keys from the instances.
+type entityRows []*servingv1.Instance
+
+func (r entityRows) Len() int { return len(r) }
+
+func (r entityRows) JoinKey(i int, key string) (onlinestore.KeyValue, bool) {
+	switch x := r[i].GetEntities()[key].GetKind().(type) {
+	case *featurestorev1.Value_StringValue:
+		return onlinestore.KeyValue{Str: x.StringValue}, true
+	case *featurestorev1.Value_Int64Value:
+		return onlinestore.KeyValue{Int: x.Int64Value, IsInt: true}, true
+	case *featurestorev1.Value_Int32Value:
+		return onlinestore.KeyValue{Int: int64(x.Int32Value), IsInt: true}, true
+	}
+	return onlinestore.KeyValue{}, false
+}
+
+// goValue converts a context value.
+func goValue(v *featurestorev1.Value) any {
+	switch x := v.GetKind().(type) {
+	case *featurestorev1.Value_StringValue:
+		return x.StringValue
+	case *featurestorev1.Value_Int64Value:
+		return x.Int64Value
+	case *featurestorev1.Value_Int32Value:
+		return int64(x.Int32Value)
+	case *featurestorev1.Value_Float64Value:
+		return x.Float64Value
+	case *featurestorev1.Value_Float32Value:
+		return float64(x.Float32Value)
+	case *featurestorev1.Value_BoolValue:
+		return x.BoolValue
+	case *featurestorev1.Value_TimestampValue:
+		return x.TimestampValue.AsTime()
+	}
+	return nil
+}
+
+// modelError maps a failure to get a model to its code.
+func modelError(ctx context.Context, ref string, err error) error {
+	var inv *registry.InvalidError
+	var le *models.LoadError
+	switch {
+	case models.IsNotFound(err):
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("model %s: %w", ref, err))
+	case errors.As(err, &inv):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.As(err, &le):
+		return connect.NewError(connect.CodeFailedPrecondition, err)
+	case ctx.Err() != nil:
+		return connect.NewError(ctxCode(ctx), err)
+	}
+	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("model %s: %w", ref, err))
+}
+
+func ctxCode(ctx context.Context) connect.Code {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return connect.CodeDeadlineExceeded
+	}
+	return connect.CodeCanceled
+}
