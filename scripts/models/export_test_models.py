@@ -23,6 +23,7 @@ decimal of that float32).
   zipmap_int64_classifier.onnx the same with int64 labels 3, 7, 11: output_label i64 [batch],
                              output_probability seq(map(int64,f32))
   all_types.onnx             one input and output per element type tailor carries
+  misdeclared_shape.onnx     x f32 [batch,2] -> y declared [batch,2] but really [2*batch,2]
   fixed_batch.onnx           like next_product but the batch dimension is fixed to 1
   not_onnx.onnx              random bytes
   slow_loop.onnx             a Loop that runs ~forever, for cancellation tests
@@ -316,6 +317,28 @@ def all_types(out):
     )
 
 
+def misdeclared_shape(out):
+    """x f32 [batch,2] -> y = Concat(x, x) on axis 0, declared [batch,2] though it is [2*batch,2].
+
+    Checks that a server trusting the declared output shape recovers.
+    """
+    graph = helper.make_graph(
+        [helper.make_node("Concat", ["x", "x"], ["y"], axis=0)],
+        "misdeclared_shape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tailor export_test_models.py")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    save_bytes(out, "misdeclared_shape.onnx", model.SerializeToString())
+    x = np.random.default_rng(9).normal(size=(3, 2)).astype(np.float32)
+    write_expected(
+        out, "misdeclared_shape", [tensor_json("x", x)], [tensor_json("y", np.concatenate([x, x], axis=0))],
+        f"numpy {np.__version__}",
+    )
+
+
 def slow_loop(out):
     """x f32 [1] -> y: adds 1 in a Loop of 2^50 iterations; only cancellation ends it."""
     body = helper.make_graph(
@@ -380,6 +403,7 @@ def main():
     zipmap_classifier(out, "zipmap_classifier", ["a", "b", "c"], 5)
     zipmap_classifier(out, "zipmap_int64_classifier", [3, 7, 11], 8)
     all_types(out)
+    misdeclared_shape(out)
     slow_loop(out)
     for f in sorted(os.listdir(out)):
         print(f"{f:40s} {os.path.getsize(os.path.join(out, f)):8d} bytes")
