@@ -22,7 +22,7 @@ decimal of that float32).
                              output_probability seq(map(string,f32)) (skl2onnx style)
   zipmap_int64_classifier.onnx the same with int64 labels 3, 7, 11: output_label i64 [batch],
                              output_probability seq(map(int64,f32))
-  all_types.onnx             one input and output per element type tailor carries
+  all_types.onnx             one input and output per element type tailor carries, and a scalar
   misdeclared_shape.onnx     x f32 [batch,2] -> y declared [batch,2] but really [2*batch,2]
   fixed_batch.onnx           like next_product but the batch dimension is fixed to 1
   not_onnx.onnx              random bytes
@@ -262,17 +262,19 @@ def zipmap_classifier(out, name, classes, seed):
 
 
 def all_types(out):
-    """One input and output per element type: f64*2, i32+1, i64 cast, bool not, string identity."""
+    """One input and output per element type: f64*2, i32+1, i64 cast, bool not, string identity, scalar*3."""
     nodes = [
         helper.make_node("Mul", ["f64", "two"], ["f64_out"]),
         helper.make_node("Add", ["i32", "one"], ["i32_out"]),
         helper.make_node("Cast", ["i32"], ["i64_out"], to=TensorProto.INT64),
         helper.make_node("Not", ["flag"], ["flag_out"]),
         helper.make_node("Identity", ["text"], ["text_out"]),
+        helper.make_node("Mul", ["scale", "three"], ["scale_out"]),
     ]
     inits = [
         helper.make_tensor("two", TensorProto.DOUBLE, [], [2.0]),
         helper.make_tensor("one", TensorProto.INT32, [], [1]),
+        helper.make_tensor("three", TensorProto.FLOAT, [], [3.0]),
     ]
     graph = helper.make_graph(
         nodes,
@@ -282,6 +284,7 @@ def all_types(out):
             helper.make_tensor_value_info("i32", TensorProto.INT32, ["batch", 2]),
             helper.make_tensor_value_info("flag", TensorProto.BOOL, ["batch", 2]),
             helper.make_tensor_value_info("text", TensorProto.STRING, ["batch", 1]),
+            helper.make_tensor_value_info("scale", TensorProto.FLOAT, []),
         ],
         [
             helper.make_tensor_value_info("f64_out", TensorProto.DOUBLE, ["batch", 2]),
@@ -289,6 +292,7 @@ def all_types(out):
             helper.make_tensor_value_info("i64_out", TensorProto.INT64, ["batch", 2]),
             helper.make_tensor_value_info("flag_out", TensorProto.BOOL, ["batch", 2]),
             helper.make_tensor_value_info("text_out", TensorProto.STRING, ["batch", 1]),
+            helper.make_tensor_value_info("scale_out", TensorProto.FLOAT, []),
         ],
         inits,
     )
@@ -302,16 +306,18 @@ def all_types(out):
     i32 = rng.integers(-1000, 1000, size=(3, 2)).astype(np.int32)
     flag = rng.integers(0, 2, size=(3, 2)).astype(np.bool_)
     text = np.array([["email"], ["sms"], ["päivää ✓"]])
+    scale = np.array(0.1, dtype=np.float32)
     write_expected(
         out,
         "all_types",
-        [tensor_json("f64", f64), tensor_json("i32", i32), tensor_json("flag", flag), tensor_json("text", text)],
+        [tensor_json("f64", f64), tensor_json("i32", i32), tensor_json("flag", flag), tensor_json("text", text), tensor_json("scale", scale)],
         [
             tensor_json("f64_out", f64 * 2),
             tensor_json("i32_out", i32 + np.int32(1)),
             tensor_json("i64_out", i32.astype(np.int64)),
             tensor_json("flag_out", np.logical_not(flag)),
             tensor_json("text_out", text),
+            tensor_json("scale_out", scale * np.float32(3)),
         ],
         f"numpy {np.__version__}",
     )
