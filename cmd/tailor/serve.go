@@ -28,6 +28,7 @@ import (
 	"github.com/tailorhq/tailor/registry"
 	"github.com/tailorhq/tailor/registry/registryserver"
 	"github.com/tailorhq/tailor/serving/models"
+	"github.com/tailorhq/tailor/serving/nba"
 	"github.com/tailorhq/tailor/serving/onnxrt"
 	"github.com/tailorhq/tailor/serving/predictserver"
 	"github.com/tailorhq/tailor/serving/rpcserver"
@@ -42,6 +43,7 @@ func (a *app) serveCmd() *cobra.Command {
 	var follow time.Duration
 	var pprofOn bool
 	var modelRefresh time.Duration
+	var nbaFile string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve features, the model registry and predictions over Connect, gRPC and gRPC-Web on one port",
@@ -111,8 +113,19 @@ func (a *app) serveCmd() *cobra.Command {
 			}
 			defer manager.Close()
 			go manager.Watch(ctx)
+			var next *nba.Service
+			if nbaFile != "" {
+				cfg, err := nba.LoadConfig(nbaFile)
+				if err != nil {
+					return err
+				}
+				if err := cfg.Check(fs.Definitions().Repo); err != nil {
+					return fmt.Errorf("%s: %w", nbaFile, err)
+				}
+				next = nba.New(cfg, manager, online, func() *definitions.Repo { return fs.Definitions().Repo })
+			}
 			predPath, predHandler := servingv1connect.NewPredictionServiceHandler(
-				predictserver.New(manager, online, func() *definitions.Repo { return fs.Definitions().Repo }, a.log),
+				predictserver.New(manager, next, online, func() *definitions.Repo { return fs.Definitions().Repo }, a.log),
 				connect.WithInterceptors(metrics.Interceptor()),
 				connect.WithReadMaxBytes(maxRequest),
 				connect.WithCompressMinBytes(1<<20))
@@ -148,6 +161,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().IntVar(&maxRequest, "max-request-bytes", 16<<20, "largest request accepted")
 	cmd.Flags().Var(&onlineMemory, "online-memory", "memory budget of the online tier, e.g. 512MiB, 1GiB")
 	cmd.Flags().BoolVar(&warmStart, "warm-start", true, "fill the online tier from ClickHouse, up to its budget, before reporting ready")
+	cmd.Flags().StringVar(&nbaFile, "nba", "", "next-best-action configuration (models, owned products, consent features, fallbacks)")
 	cmd.Flags().DurationVar(&modelRefresh, "model-refresh", time.Second, "how often model aliases are re-resolved (an alias move is served within about this)")
 	cmd.Flags().BoolVar(&pprofOn, "pprof", false, "serve Go's profiling endpoints under /debug/pprof/ (CPU, heap, goroutines)")
 	cmd.Flags().DurationVar(&follow, "follow", 500*time.Millisecond, "how often to pick up rows stored by other processes (replicas, ingest)")

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/onlinestore"
@@ -23,6 +25,7 @@ import (
 	"github.com/tailorhq/tailor/registry"
 	"github.com/tailorhq/tailor/serving/assemble"
 	"github.com/tailorhq/tailor/serving/models"
+	"github.com/tailorhq/tailor/serving/nba"
 	"github.com/tailorhq/tailor/serving/onnxrt"
 )
 
@@ -39,18 +42,72 @@ type Server struct {
 	servingv1connect.UnimplementedPredictionServiceHandler
 
 	models   *models.Manager
+	nba      *nba.Service
 	features Features
 	defs     func() *definitions.Repo
 	log      *slog.Logger
 	now      func() time.Time
 }
 
-// New returns the handler.
-func New(m *models.Manager, features Features, defs func() *definitions.Repo, log *slog.Logger) *Server {
+// New returns the handler; next, when not nil, answers NextBestAction.
+func New(m *models.Manager, next *nba.Service, features Features, defs func() *definitions.Repo, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{models: m, features: features, defs: defs, log: log, now: time.Now}
+	return &Server{models: m, nba: next, features: features, defs: defs, log: log, now: time.Now}
+}
+
+// NextBestAction answers which products, when and through which channel.
+func (s *Server) NextBestAction(ctx context.Context, req *connect.Request[servingv1.NextBestActionRequest]) (*connect.Response[servingv1.NextBestActionResponse], error) {
+	if s.nba == nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("this server has no next-best-action configuration (tailor serve --nba FILE)"))
+	}
+	m := req.Msg
+	if len(m.GetEntities()) == 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("name the customer: entities, e.g. customer_id"))
+	}
+	given := make(map[string]any, len(m.GetContext()))
+	for k, v := range m.GetContext() {
+		given[k] = goValue(v)
+	}
+	at := s.now()
+	if m.GetRequestTime() != nil {
+		at = m.GetRequestTime().AsTime()
+	}
+	ans, err := s.nba.Answer(ctx, nba.Request{
+		Entity: entityRows{{Entities: m.GetEntities()}}, Context: given, Values: m.GetValues(),
+		K: int(m.GetK()), Exclude: m.GetExclude(), Allowed: m.GetAllowedChannels(), At: at,
+	})
+	if err != nil {
+		var re *nba.RequestError
+		switch {
+		case errors.As(err, &re):
+			return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		case ctx.Err() != nil:
+			return nil, connect.NewError(ctxCode(ctx), err)
+		}
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	out := &servingv1.NextBestActionResponse{
+		SendAt: timestamppb.New(ans.SendAt), Channel: ans.Channel, Fallback: ans.Fallback, FallbackReasons: ans.Reasons,
+	}
+	for _, p := range ans.Products {
+		out.Products = append(out.Products, &servingv1.ScoredLabel{Label: p.Label, Score: p.Score})
+	}
+	for _, b := range ans.Timing {
+		out.Timing = append(out.Timing, &servingv1.TimingBucket{Label: b.Label, After: durationpb.New(b.After), Probability: b.Probability})
+	}
+	for _, c := range ans.Channels {
+		out.Channels = append(out.Channels, &servingv1.ScoredLabel{Label: c.Label, Score: c.Score})
+	}
+	for _, mr := range ans.Models {
+		ref := &servingv1.ModelRef{Name: mr.Name, Version: mr.Version}
+		if _, alias, ok := strings.Cut(mr.Ref, "@"); ok {
+			ref.Alias = alias
+		}
+		out.Models = append(out.Models, ref)
+	}
+	return connect.NewResponse(out), nil
 }
 
 // Predict runs one model for a batch of instances.

@@ -13,6 +13,7 @@ import (
 	v1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -390,11 +391,337 @@ func (x *Output) GetStrings() []string {
 	return nil
 }
 
+// NextBestActionRequest asks for one customer's next best action.
+type NextBestActionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The customer's join key(s), e.g. customer_id.
+	Entities map[string]*v1.Value `protobuf:"bytes,1,rep,name=entities,proto3" json:"entities,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Request context: device, timezone and any field the models read.
+	Context map[string]*v1.Value `protobuf:"bytes,2,rep,name=context,proto3" json:"context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Request values the models read.
+	Values map[string]float64 `protobuf:"bytes,3,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// How many products to return (default 5).
+	K int32 `protobuf:"varint,4,opt,name=k,proto3" json:"k,omitempty"`
+	// Products never to return (owned products are left out too).
+	Exclude []string `protobuf:"bytes,5,rep,name=exclude,proto3" json:"exclude,omitempty"`
+	// Channels the caller can use; empty means every channel. The answer is
+	// further restricted to the channels the customer consented to.
+	AllowedChannels []string `protobuf:"bytes,6,rep,name=allowed_channels,json=allowedChannels,proto3" json:"allowed_channels,omitempty"`
+	// The request time; unset means now.
+	RequestTime   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=request_time,json=requestTime,proto3" json:"request_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NextBestActionRequest) Reset() {
+	*x = NextBestActionRequest{}
+	mi := &file_tailor_serving_v1_serving_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NextBestActionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NextBestActionRequest) ProtoMessage() {}
+
+func (x *NextBestActionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tailor_serving_v1_serving_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NextBestActionRequest.ProtoReflect.Descriptor instead.
+func (*NextBestActionRequest) Descriptor() ([]byte, []int) {
+	return file_tailor_serving_v1_serving_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NextBestActionRequest) GetEntities() map[string]*v1.Value {
+	if x != nil {
+		return x.Entities
+	}
+	return nil
+}
+
+func (x *NextBestActionRequest) GetContext() map[string]*v1.Value {
+	if x != nil {
+		return x.Context
+	}
+	return nil
+}
+
+func (x *NextBestActionRequest) GetValues() map[string]float64 {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *NextBestActionRequest) GetK() int32 {
+	if x != nil {
+		return x.K
+	}
+	return 0
+}
+
+func (x *NextBestActionRequest) GetExclude() []string {
+	if x != nil {
+		return x.Exclude
+	}
+	return nil
+}
+
+func (x *NextBestActionRequest) GetAllowedChannels() []string {
+	if x != nil {
+		return x.AllowedChannels
+	}
+	return nil
+}
+
+func (x *NextBestActionRequest) GetRequestTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestTime
+	}
+	return nil
+}
+
+// NextBestActionResponse is the answer.
+type NextBestActionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Top products, best first.
+	Products []*ScoredLabel `protobuf:"bytes,1,rep,name=products,proto3" json:"products,omitempty"`
+	// The purchase-timing distribution over the timing model's buckets.
+	Timing []*TimingBucket `protobuf:"bytes,2,rep,name=timing,proto3" json:"timing,omitempty"`
+	// When to reach the customer: the request time plus the most likely
+	// bucket's delay.
+	SendAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=send_at,json=sendAt,proto3" json:"send_at,omitempty"`
+	// The channel distribution over the channels allowed and consented to,
+	// renormalised; best first.
+	Channels []*ScoredLabel `protobuf:"bytes,4,rep,name=channels,proto3" json:"channels,omitempty"`
+	// The best channel ("" when no channel is both allowed and consented).
+	Channel string `protobuf:"bytes,5,opt,name=channel,proto3" json:"channel,omitempty"`
+	// The model versions that produced the answer.
+	Models []*ModelRef `protobuf:"bytes,6,rep,name=models,proto3" json:"models,omitempty"`
+	// Set when any part of the answer came from a fallback.
+	Fallback bool `protobuf:"varint,7,opt,name=fallback,proto3" json:"fallback,omitempty"`
+	// Which parts fell back, and why (e.g. "products: model next_product@champion: not found").
+	FallbackReasons []string `protobuf:"bytes,8,rep,name=fallback_reasons,json=fallbackReasons,proto3" json:"fallback_reasons,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *NextBestActionResponse) Reset() {
+	*x = NextBestActionResponse{}
+	mi := &file_tailor_serving_v1_serving_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NextBestActionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NextBestActionResponse) ProtoMessage() {}
+
+func (x *NextBestActionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tailor_serving_v1_serving_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NextBestActionResponse.ProtoReflect.Descriptor instead.
+func (*NextBestActionResponse) Descriptor() ([]byte, []int) {
+	return file_tailor_serving_v1_serving_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NextBestActionResponse) GetProducts() []*ScoredLabel {
+	if x != nil {
+		return x.Products
+	}
+	return nil
+}
+
+func (x *NextBestActionResponse) GetTiming() []*TimingBucket {
+	if x != nil {
+		return x.Timing
+	}
+	return nil
+}
+
+func (x *NextBestActionResponse) GetSendAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SendAt
+	}
+	return nil
+}
+
+func (x *NextBestActionResponse) GetChannels() []*ScoredLabel {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *NextBestActionResponse) GetChannel() string {
+	if x != nil {
+		return x.Channel
+	}
+	return ""
+}
+
+func (x *NextBestActionResponse) GetModels() []*ModelRef {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+func (x *NextBestActionResponse) GetFallback() bool {
+	if x != nil {
+		return x.Fallback
+	}
+	return false
+}
+
+func (x *NextBestActionResponse) GetFallbackReasons() []string {
+	if x != nil {
+		return x.FallbackReasons
+	}
+	return nil
+}
+
+// ScoredLabel is a label with its score or probability.
+type ScoredLabel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Label         string                 `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	Score         float64                `protobuf:"fixed64,2,opt,name=score,proto3" json:"score,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScoredLabel) Reset() {
+	*x = ScoredLabel{}
+	mi := &file_tailor_serving_v1_serving_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScoredLabel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScoredLabel) ProtoMessage() {}
+
+func (x *ScoredLabel) ProtoReflect() protoreflect.Message {
+	mi := &file_tailor_serving_v1_serving_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScoredLabel.ProtoReflect.Descriptor instead.
+func (*ScoredLabel) Descriptor() ([]byte, []int) {
+	return file_tailor_serving_v1_serving_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ScoredLabel) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *ScoredLabel) GetScore() float64 {
+	if x != nil {
+		return x.Score
+	}
+	return 0
+}
+
+// TimingBucket is one bucket of the timing distribution.
+type TimingBucket struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Label         string                 `protobuf:"bytes,1,opt,name=label,proto3" json:"label,omitempty"`
+	After         *durationpb.Duration   `protobuf:"bytes,2,opt,name=after,proto3" json:"after,omitempty"`
+	Probability   float64                `protobuf:"fixed64,3,opt,name=probability,proto3" json:"probability,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimingBucket) Reset() {
+	*x = TimingBucket{}
+	mi := &file_tailor_serving_v1_serving_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimingBucket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimingBucket) ProtoMessage() {}
+
+func (x *TimingBucket) ProtoReflect() protoreflect.Message {
+	mi := &file_tailor_serving_v1_serving_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimingBucket.ProtoReflect.Descriptor instead.
+func (*TimingBucket) Descriptor() ([]byte, []int) {
+	return file_tailor_serving_v1_serving_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TimingBucket) GetLabel() string {
+	if x != nil {
+		return x.Label
+	}
+	return ""
+}
+
+func (x *TimingBucket) GetAfter() *durationpb.Duration {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
+func (x *TimingBucket) GetProbability() float64 {
+	if x != nil {
+		return x.Probability
+	}
+	return 0
+}
+
 var File_tailor_serving_v1_serving_proto protoreflect.FileDescriptor
 
 const file_tailor_serving_v1_serving_proto_rawDesc = "" +
 	"\n" +
-	"\x1ftailor/serving/v1/serving.proto\x12\x11tailor.serving.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)tailor/featurestore/v1/featurestore.proto\"\xa0\x01\n" +
+	"\x1ftailor/serving/v1/serving.proto\x12\x11tailor.serving.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)tailor/featurestore/v1/featurestore.proto\"\xa0\x01\n" +
 	"\x0ePredictRequest\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x129\n" +
 	"\tinstances\x18\x02 \x03(\v2\x1b.tailor.serving.v1.InstanceR\tinstances\x12=\n" +
@@ -426,9 +753,43 @@ const file_tailor_serving_v1_serving_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06values\x18\x02 \x03(\x01R\x06values\x12\x16\n" +
 	"\x06labels\x18\x03 \x03(\tR\x06labels\x12\x18\n" +
-	"\astrings\x18\x04 \x03(\tR\astrings2g\n" +
+	"\astrings\x18\x04 \x03(\tR\astrings\"\x8e\x05\n" +
+	"\x15NextBestActionRequest\x12R\n" +
+	"\bentities\x18\x01 \x03(\v26.tailor.serving.v1.NextBestActionRequest.EntitiesEntryR\bentities\x12O\n" +
+	"\acontext\x18\x02 \x03(\v25.tailor.serving.v1.NextBestActionRequest.ContextEntryR\acontext\x12L\n" +
+	"\x06values\x18\x03 \x03(\v24.tailor.serving.v1.NextBestActionRequest.ValuesEntryR\x06values\x12\f\n" +
+	"\x01k\x18\x04 \x01(\x05R\x01k\x12\x18\n" +
+	"\aexclude\x18\x05 \x03(\tR\aexclude\x12)\n" +
+	"\x10allowed_channels\x18\x06 \x03(\tR\x0fallowedChannels\x12=\n" +
+	"\frequest_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\vrequestTime\x1aZ\n" +
+	"\rEntitiesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
+	"\x05value\x18\x02 \x01(\v2\x1d.tailor.featurestore.v1.ValueR\x05value:\x028\x01\x1aY\n" +
+	"\fContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
+	"\x05value\x18\x02 \x01(\v2\x1d.tailor.featurestore.v1.ValueR\x05value:\x028\x01\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x94\x03\n" +
+	"\x16NextBestActionResponse\x12:\n" +
+	"\bproducts\x18\x01 \x03(\v2\x1e.tailor.serving.v1.ScoredLabelR\bproducts\x127\n" +
+	"\x06timing\x18\x02 \x03(\v2\x1f.tailor.serving.v1.TimingBucketR\x06timing\x123\n" +
+	"\asend_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06sendAt\x12:\n" +
+	"\bchannels\x18\x04 \x03(\v2\x1e.tailor.serving.v1.ScoredLabelR\bchannels\x12\x18\n" +
+	"\achannel\x18\x05 \x01(\tR\achannel\x123\n" +
+	"\x06models\x18\x06 \x03(\v2\x1b.tailor.serving.v1.ModelRefR\x06models\x12\x1a\n" +
+	"\bfallback\x18\a \x01(\bR\bfallback\x12)\n" +
+	"\x10fallback_reasons\x18\b \x03(\tR\x0ffallbackReasons\"9\n" +
+	"\vScoredLabel\x12\x14\n" +
+	"\x05label\x18\x01 \x01(\tR\x05label\x12\x14\n" +
+	"\x05score\x18\x02 \x01(\x01R\x05score\"w\n" +
+	"\fTimingBucket\x12\x14\n" +
+	"\x05label\x18\x01 \x01(\tR\x05label\x12/\n" +
+	"\x05after\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05after\x12 \n" +
+	"\vprobability\x18\x03 \x01(\x01R\vprobability2\xd0\x01\n" +
 	"\x11PredictionService\x12R\n" +
-	"\aPredict\x12!.tailor.serving.v1.PredictRequest\x1a\".tailor.serving.v1.PredictResponse\"\x00B\xcd\x01\n" +
+	"\aPredict\x12!.tailor.serving.v1.PredictRequest\x1a\".tailor.serving.v1.PredictResponse\"\x00\x12g\n" +
+	"\x0eNextBestAction\x12(.tailor.serving.v1.NextBestActionRequest\x1a).tailor.serving.v1.NextBestActionResponse\"\x00B\xcd\x01\n" +
 	"\x15com.tailor.serving.v1B\fServingProtoP\x01Z@github.com/tailorhq/tailor/proto/gen/tailor/serving/v1;servingv1\xa2\x02\x03TSX\xaa\x02\x11Tailor.Serving.V1\xca\x02\x11Tailor\\Serving\\V1\xe2\x02\x1dTailor\\Serving\\V1\\GPBMetadata\xea\x02\x13Tailor::Serving::V1b\x06proto3"
 
 var (
@@ -443,38 +804,60 @@ func file_tailor_serving_v1_serving_proto_rawDescGZIP() []byte {
 	return file_tailor_serving_v1_serving_proto_rawDescData
 }
 
-var file_tailor_serving_v1_serving_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_tailor_serving_v1_serving_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_tailor_serving_v1_serving_proto_goTypes = []any{
-	(*PredictRequest)(nil),        // 0: tailor.serving.v1.PredictRequest
-	(*Instance)(nil),              // 1: tailor.serving.v1.Instance
-	(*PredictResponse)(nil),       // 2: tailor.serving.v1.PredictResponse
-	(*ModelRef)(nil),              // 3: tailor.serving.v1.ModelRef
-	(*Prediction)(nil),            // 4: tailor.serving.v1.Prediction
-	(*Output)(nil),                // 5: tailor.serving.v1.Output
-	nil,                           // 6: tailor.serving.v1.Instance.EntitiesEntry
-	nil,                           // 7: tailor.serving.v1.Instance.ContextEntry
-	nil,                           // 8: tailor.serving.v1.Instance.ValuesEntry
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*v1.Value)(nil),              // 10: tailor.featurestore.v1.Value
+	(*PredictRequest)(nil),         // 0: tailor.serving.v1.PredictRequest
+	(*Instance)(nil),               // 1: tailor.serving.v1.Instance
+	(*PredictResponse)(nil),        // 2: tailor.serving.v1.PredictResponse
+	(*ModelRef)(nil),               // 3: tailor.serving.v1.ModelRef
+	(*Prediction)(nil),             // 4: tailor.serving.v1.Prediction
+	(*Output)(nil),                 // 5: tailor.serving.v1.Output
+	(*NextBestActionRequest)(nil),  // 6: tailor.serving.v1.NextBestActionRequest
+	(*NextBestActionResponse)(nil), // 7: tailor.serving.v1.NextBestActionResponse
+	(*ScoredLabel)(nil),            // 8: tailor.serving.v1.ScoredLabel
+	(*TimingBucket)(nil),           // 9: tailor.serving.v1.TimingBucket
+	nil,                            // 10: tailor.serving.v1.Instance.EntitiesEntry
+	nil,                            // 11: tailor.serving.v1.Instance.ContextEntry
+	nil,                            // 12: tailor.serving.v1.Instance.ValuesEntry
+	nil,                            // 13: tailor.serving.v1.NextBestActionRequest.EntitiesEntry
+	nil,                            // 14: tailor.serving.v1.NextBestActionRequest.ContextEntry
+	nil,                            // 15: tailor.serving.v1.NextBestActionRequest.ValuesEntry
+	(*timestamppb.Timestamp)(nil),  // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),    // 17: google.protobuf.Duration
+	(*v1.Value)(nil),               // 18: tailor.featurestore.v1.Value
 }
 var file_tailor_serving_v1_serving_proto_depIdxs = []int32{
 	1,  // 0: tailor.serving.v1.PredictRequest.instances:type_name -> tailor.serving.v1.Instance
-	9,  // 1: tailor.serving.v1.PredictRequest.request_time:type_name -> google.protobuf.Timestamp
-	6,  // 2: tailor.serving.v1.Instance.entities:type_name -> tailor.serving.v1.Instance.EntitiesEntry
-	7,  // 3: tailor.serving.v1.Instance.context:type_name -> tailor.serving.v1.Instance.ContextEntry
-	8,  // 4: tailor.serving.v1.Instance.values:type_name -> tailor.serving.v1.Instance.ValuesEntry
+	16, // 1: tailor.serving.v1.PredictRequest.request_time:type_name -> google.protobuf.Timestamp
+	10, // 2: tailor.serving.v1.Instance.entities:type_name -> tailor.serving.v1.Instance.EntitiesEntry
+	11, // 3: tailor.serving.v1.Instance.context:type_name -> tailor.serving.v1.Instance.ContextEntry
+	12, // 4: tailor.serving.v1.Instance.values:type_name -> tailor.serving.v1.Instance.ValuesEntry
 	3,  // 5: tailor.serving.v1.PredictResponse.model:type_name -> tailor.serving.v1.ModelRef
 	4,  // 6: tailor.serving.v1.PredictResponse.predictions:type_name -> tailor.serving.v1.Prediction
 	5,  // 7: tailor.serving.v1.Prediction.outputs:type_name -> tailor.serving.v1.Output
-	10, // 8: tailor.serving.v1.Instance.EntitiesEntry.value:type_name -> tailor.featurestore.v1.Value
-	10, // 9: tailor.serving.v1.Instance.ContextEntry.value:type_name -> tailor.featurestore.v1.Value
-	0,  // 10: tailor.serving.v1.PredictionService.Predict:input_type -> tailor.serving.v1.PredictRequest
-	2,  // 11: tailor.serving.v1.PredictionService.Predict:output_type -> tailor.serving.v1.PredictResponse
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	13, // 8: tailor.serving.v1.NextBestActionRequest.entities:type_name -> tailor.serving.v1.NextBestActionRequest.EntitiesEntry
+	14, // 9: tailor.serving.v1.NextBestActionRequest.context:type_name -> tailor.serving.v1.NextBestActionRequest.ContextEntry
+	15, // 10: tailor.serving.v1.NextBestActionRequest.values:type_name -> tailor.serving.v1.NextBestActionRequest.ValuesEntry
+	16, // 11: tailor.serving.v1.NextBestActionRequest.request_time:type_name -> google.protobuf.Timestamp
+	8,  // 12: tailor.serving.v1.NextBestActionResponse.products:type_name -> tailor.serving.v1.ScoredLabel
+	9,  // 13: tailor.serving.v1.NextBestActionResponse.timing:type_name -> tailor.serving.v1.TimingBucket
+	16, // 14: tailor.serving.v1.NextBestActionResponse.send_at:type_name -> google.protobuf.Timestamp
+	8,  // 15: tailor.serving.v1.NextBestActionResponse.channels:type_name -> tailor.serving.v1.ScoredLabel
+	3,  // 16: tailor.serving.v1.NextBestActionResponse.models:type_name -> tailor.serving.v1.ModelRef
+	17, // 17: tailor.serving.v1.TimingBucket.after:type_name -> google.protobuf.Duration
+	18, // 18: tailor.serving.v1.Instance.EntitiesEntry.value:type_name -> tailor.featurestore.v1.Value
+	18, // 19: tailor.serving.v1.Instance.ContextEntry.value:type_name -> tailor.featurestore.v1.Value
+	18, // 20: tailor.serving.v1.NextBestActionRequest.EntitiesEntry.value:type_name -> tailor.featurestore.v1.Value
+	18, // 21: tailor.serving.v1.NextBestActionRequest.ContextEntry.value:type_name -> tailor.featurestore.v1.Value
+	0,  // 22: tailor.serving.v1.PredictionService.Predict:input_type -> tailor.serving.v1.PredictRequest
+	6,  // 23: tailor.serving.v1.PredictionService.NextBestAction:input_type -> tailor.serving.v1.NextBestActionRequest
+	2,  // 24: tailor.serving.v1.PredictionService.Predict:output_type -> tailor.serving.v1.PredictResponse
+	7,  // 25: tailor.serving.v1.PredictionService.NextBestAction:output_type -> tailor.serving.v1.NextBestActionResponse
+	24, // [24:26] is the sub-list for method output_type
+	22, // [22:24] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_tailor_serving_v1_serving_proto_init() }
@@ -488,7 +871,7 @@ func file_tailor_serving_v1_serving_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tailor_serving_v1_serving_proto_rawDesc), len(file_tailor_serving_v1_serving_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,9 @@ const (
 	// PredictionServicePredictProcedure is the fully-qualified name of the PredictionService's Predict
 	// RPC.
 	PredictionServicePredictProcedure = "/tailor.serving.v1.PredictionService/Predict"
+	// PredictionServiceNextBestActionProcedure is the fully-qualified name of the PredictionService's
+	// NextBestAction RPC.
+	PredictionServiceNextBestActionProcedure = "/tailor.serving.v1.PredictionService/NextBestAction"
 )
 
 // PredictionServiceClient is a client for the tailor.serving.v1.PredictionService service.
@@ -47,6 +50,12 @@ type PredictionServiceClient interface {
 	// assembled with its context and request values as the model's metadata
 	// says, and run on ONNX Runtime.
 	Predict(context.Context, *connect.Request[v1.PredictRequest]) (*connect.Response[v1.PredictResponse], error)
+	// NextBestAction answers which products to offer a customer, when to
+	// reach them and through which channel: one feature fetch shared by the
+	// next-product, timing and channel models behind their aliases. A
+	// missing or failing model, or an unknown customer, is answered by the
+	// declared fallback and flagged, never an error.
+	NextBestAction(context.Context, *connect.Request[v1.NextBestActionRequest]) (*connect.Response[v1.NextBestActionResponse], error)
 }
 
 // NewPredictionServiceClient constructs a client for the tailor.serving.v1.PredictionService
@@ -66,17 +75,29 @@ func NewPredictionServiceClient(httpClient connect.HTTPClient, baseURL string, o
 			connect.WithSchema(predictionServiceMethods.ByName("Predict")),
 			connect.WithClientOptions(opts...),
 		),
+		nextBestAction: connect.NewClient[v1.NextBestActionRequest, v1.NextBestActionResponse](
+			httpClient,
+			baseURL+PredictionServiceNextBestActionProcedure,
+			connect.WithSchema(predictionServiceMethods.ByName("NextBestAction")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // predictionServiceClient implements PredictionServiceClient.
 type predictionServiceClient struct {
-	predict *connect.Client[v1.PredictRequest, v1.PredictResponse]
+	predict        *connect.Client[v1.PredictRequest, v1.PredictResponse]
+	nextBestAction *connect.Client[v1.NextBestActionRequest, v1.NextBestActionResponse]
 }
 
 // Predict calls tailor.serving.v1.PredictionService.Predict.
 func (c *predictionServiceClient) Predict(ctx context.Context, req *connect.Request[v1.PredictRequest]) (*connect.Response[v1.PredictResponse], error) {
 	return c.predict.CallUnary(ctx, req)
+}
+
+// NextBestAction calls tailor.serving.v1.PredictionService.NextBestAction.
+func (c *predictionServiceClient) NextBestAction(ctx context.Context, req *connect.Request[v1.NextBestActionRequest]) (*connect.Response[v1.NextBestActionResponse], error) {
+	return c.nextBestAction.CallUnary(ctx, req)
 }
 
 // PredictionServiceHandler is an implementation of the tailor.serving.v1.PredictionService service.
@@ -86,6 +107,12 @@ type PredictionServiceHandler interface {
 	// assembled with its context and request values as the model's metadata
 	// says, and run on ONNX Runtime.
 	Predict(context.Context, *connect.Request[v1.PredictRequest]) (*connect.Response[v1.PredictResponse], error)
+	// NextBestAction answers which products to offer a customer, when to
+	// reach them and through which channel: one feature fetch shared by the
+	// next-product, timing and channel models behind their aliases. A
+	// missing or failing model, or an unknown customer, is answered by the
+	// declared fallback and flagged, never an error.
+	NextBestAction(context.Context, *connect.Request[v1.NextBestActionRequest]) (*connect.Response[v1.NextBestActionResponse], error)
 }
 
 // NewPredictionServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -101,10 +128,18 @@ func NewPredictionServiceHandler(svc PredictionServiceHandler, opts ...connect.H
 		connect.WithSchema(predictionServiceMethods.ByName("Predict")),
 		connect.WithHandlerOptions(opts...),
 	)
+	predictionServiceNextBestActionHandler := connect.NewUnaryHandler(
+		PredictionServiceNextBestActionProcedure,
+		svc.NextBestAction,
+		connect.WithSchema(predictionServiceMethods.ByName("NextBestAction")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tailor.serving.v1.PredictionService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PredictionServicePredictProcedure:
 			predictionServicePredictHandler.ServeHTTP(w, r)
+		case PredictionServiceNextBestActionProcedure:
+			predictionServiceNextBestActionHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -116,4 +151,8 @@ type UnimplementedPredictionServiceHandler struct{}
 
 func (UnimplementedPredictionServiceHandler) Predict(context.Context, *connect.Request[v1.PredictRequest]) (*connect.Response[v1.PredictResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tailor.serving.v1.PredictionService.Predict is not implemented"))
+}
+
+func (UnimplementedPredictionServiceHandler) NextBestAction(context.Context, *connect.Request[v1.NextBestActionRequest]) (*connect.Response[v1.NextBestActionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tailor.serving.v1.PredictionService.NextBestAction is not implemented"))
 }

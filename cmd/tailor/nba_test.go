@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
+	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
+	servingv1 "github.com/tailorhq/tailor/proto/gen/tailor/serving/v1"
+	"github.com/tailorhq/tailor/proto/gen/tailor/serving/v1/servingv1connect"
+)
+
+const nbaDefs = `entities:
+  - {name: customer, join_key: customer_id, type: string}
+feature_views:
+  - name: cust
+    entities: [customer]
+    features:
+      - {name: f0, type: float32}
+      - {name: f1, type: float32}
+      - {name: f2, type: float32}
+      - {name: f3, type: float32}
+      - {name: f4, type: float32}
+      - {name: f5, type: float32}
+      - {name: f6, type: float32}
+      - {name: f7, type: float32}
+      - {name: f8, type: float32}
+      - {name: f9, type: float32}
+      - {name: owned, type: array<string>}
+      - {name: consent_email, type: bool}
+      - {name: consent_sms, type: bool}
+`
+
+// requestSpec is a model fed only by request values prefix0.. (the
+// inputs named by the map, each of the given width).
+func requestSpec(name, task string, inputs map[string]int, prefix string, output string, labels []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "name: %s\ntask: %s\ninputs:\n", name, task)
+	names := make([]string, 0, len(inputs))
+	for n := range inputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "  - name: %s\n    elements:\n", n)
+		for i := range inputs[n] {
+			fmt.Fprintf(&b, "      - {request: %s_%s%d}\n", prefix, n, i)
+		}
+	}
+	fmt.Fprintf(&b, "outputs:\n  - name: %s\n    labels: [%s]\n", output, strings.Join(labels, ", "))
+	return b.String()
+}
+
+// TestNextBestAction answers a customer with three PyTorch-exported
+// models and checks every part against PyTorch's own outputs: products
+// ranked without owned and excluded ones, the timing distribution and its
+// send time, the channel distribution restricted to consented and allowed
+// channels; then a missing model and an unknown customer fall back,
+// flagged.
+func TestNextBestAction(t *testing.T) {
+	c := newCLI(t)
+	c.ok("apply", writeFiles(t, map[string]string{"defs.yaml": nbaDefs}))
+	products := []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"}
+	buckets := []string{"1h", "6h", "1d", "3d", "7d", "30d"}
+	channels := []string{"email", "sms", "push", "app"}
+	dir := writeFiles(t, map[string]string{
+		"next_product.yaml": predictSpec,
+		"timing.yaml":       requestSpec("timing", "timing", map[string]int{"features": 12}, "t", "probabilities", buckets),
+		"channel.yaml":      requestSpec("channel", "channel", map[string]int{"features": 12, "context": 4}, "c", "probabilities", channels),
+		"nba.yaml": `models: {next_product: next_product@champion, timing: timing@champion, channel: channel@champion}
+owned: "cust:owned"
+consent: {email: "cust:consent_email", sms: "cust:consent_sms"}
+fallback: {products: [p8, p7, p6, p5, p4, p3], channel: email, send_after: 2d}
+`,
+	})
+	base, _ := startServe(t, c, "--warm-start=false", "--nba", filepath.Join(dir, "nba.yaml"))
+	for _, m := range []string{"next_product", "timing", "channel"} {
+		c.ok("models", "--server", base, "register", testModel(t, m+".onnx"), "--spec", filepath.Join(dir, m+".yaml"))
+	}
+	for _, m := range []string{"next_product", "timing"} {
+		c.ok("models", "--server", base, "alias", m, "champion", "1")
+	}
+
+	np, tm, ch := readExpected(t, "next_product"), readExpected(t, "timing"), readExpected(t, "channel")
+	const row = 2
+	ctx := context.Background()
+	vals := map[string]*featurestorev1.Value{
+		"customer_id":   {Kind: &featurestorev1.Value_StringValue{StringValue: "c1"}},
+		"owned":         {Kind: &featurestorev1.Value_StringListValue{StringListValue: &featurestorev1.StringList{Values: []string{"p2"}}}},
+		"consent_email": {Kind: &featurestorev1.Value_BoolValue{BoolValue: true}},
+		"consent_sms":   {Kind: &featurestorev1.Value_BoolValue{BoolValue: false}},
+	}
+	for f := range 10 {
+		vals[fmt.Sprintf("f%d", f)] = &featurestorev1.Value{Kind: &featurestorev1.Value_Float32Value{Float32Value: float32(np.Inputs[0].Data[row*12+f])}}
+	}
+	if _, err := featurestorev1connect.NewFeatureServiceClient(h2cClient(), base).Push(ctx, connect.NewRequest(&featurestorev1.PushRequest{
+		FeatureView: "cust", Rows: []*featurestorev1.PushRow{{Values: vals, EventTimestamp: timestamppb.New(time.Now().Add(-time.Minute))}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]float64{"r10": np.Inputs[0].Data[row*12+10], "r11": np.Inputs[0].Data[row*12+11]}
+	for i := range 12 {
+		values[fmt.Sprintf("t_features%d", i)] = tm.Inputs[0].Data[row*12+i]
+		values[fmt.Sprintf("c_features%d", i)] = ch.Inputs[0].Data[row*12+i]
+	}
+	for i := range 4 {
+		values[fmt.Sprintf("c_context%d", i)] = ch.Inputs[1].Data[row*4+i]
+	}
+	at := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	req := &servingv1.NextBestActionRequest{
+		Entities: map[string]*featurestorev1.Value{"customer_id": vals["customer_id"]},
+		Context:  map[string]*featurestorev1.Value{"device": {Kind: &featurestorev1.Value_StringValue{StringValue: "ios"}}},
+		Values:   values, K: 3, Exclude: []string{"p5"}, AllowedChannels: []string{"email", "sms", "push"},
+		RequestTime: timestamppb.New(at),
+	}
+	client := servingv1connect.NewPredictionServiceClient(h2cClient(), base)
+
+	// The channel model has no champion yet: the channel part falls back
+	// to the default channel, flagged; the rest is answered by the models.
+	resp, err := client.NextBestAction(ctx, connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := resp.Msg
+	if !a.GetFallback() || len(a.GetFallbackReasons()) != 1 || !strings.Contains(a.GetFallbackReasons()[0], "channel: model channel@champion") {
+		t.Fatalf("fallback %v reasons %v, want the channel part flagged", a.GetFallback(), a.GetFallbackReasons())
+	}
+	if a.GetChannel() != "email" || len(a.GetChannels()) != 1 {
+		t.Fatalf("fallback channel %q %v, want email", a.GetChannel(), a.GetChannels())
+	}
+
+	c.ok("models", "--server", base, "alias", "channel", "champion", "1")
+	resp, err = client.NextBestAction(ctx, connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = resp.Msg
+	if a.GetFallback() {
+		t.Fatalf("fell back: %v", a.GetFallbackReasons())
+	}
+	// Products: PyTorch's probabilities ranked, p2 (owned) and p5
+	// (excluded) left out, top 3.
+	type scored struct {
+		label string
+		p     float64
+	}
+	var want []scored
+	for i, l := range products {
+		if l != "p2" && l != "p5" {
+			want = append(want, scored{l, np.Outputs[0].Data[row*8+i]})
+		}
+	}
+	sort.SliceStable(want, func(i, j int) bool { return want[i].p > want[j].p })
+	want = want[:3]
+	if len(a.GetProducts()) != 3 {
+		t.Fatalf("products %v", a.GetProducts())
+	}
+	for i, p := range a.GetProducts() {
+		if p.GetLabel() != want[i].label || math.Abs(p.GetScore()-want[i].p) > 1e-5 {
+			t.Errorf("product %d: %s %.6f, PyTorch ranks %s %.6f", i, p.GetLabel(), p.GetScore(), want[i].label, want[i].p)
+		}
+	}
+	// Timing: the distribution and the send time of the likeliest bucket.
+	best := 0
+	for i, b := range a.GetTiming() {
+		wantP := tm.Outputs[0].Data[row*6+i]
+		if b.GetLabel() != buckets[i] || math.Abs(b.GetProbability()-wantP) > 1e-5 {
+			t.Errorf("timing bucket %d: %s %.6f, PyTorch %s %.6f", i, b.GetLabel(), b.GetProbability(), buckets[i], wantP)
+		}
+		if wantP > tm.Outputs[0].Data[row*6+best] {
+			best = i
+		}
+	}
+	afters := []time.Duration{time.Hour, 6 * time.Hour, 24 * time.Hour, 72 * time.Hour, 168 * time.Hour, 720 * time.Hour}
+	if got := a.GetSendAt().AsTime(); !got.Equal(at.Add(afters[best])) {
+		t.Errorf("send at %s, want %s (bucket %s)", got, at.Add(afters[best]), buckets[best])
+	}
+	// Channels: sms has no consent, app is not allowed; email and push
+	// renormalised.
+	pe, pp := ch.Outputs[0].Data[row*4+0], ch.Outputs[0].Data[row*4+2]
+	wantCh := map[string]float64{"email": pe / (pe + pp), "push": pp / (pe + pp)}
+	if len(a.GetChannels()) != 2 {
+		t.Fatalf("channels %v, want email and push", a.GetChannels())
+	}
+	for _, c := range a.GetChannels() {
+		if math.Abs(c.GetScore()-wantCh[c.GetLabel()]) > 1e-5 {
+			t.Errorf("channel %s %.6f, want %.6f", c.GetLabel(), c.GetScore(), wantCh[c.GetLabel()])
+		}
+	}
+	if top := map[bool]string{true: "email", false: "push"}[pe >= pp]; a.GetChannel() != top {
+		t.Errorf("channel %s, want %s", a.GetChannel(), top)
+	}
+	var versions []string
+	for _, m := range a.GetModels() {
+		versions = append(versions, fmt.Sprintf("%s:%d@%s", m.GetName(), m.GetVersion(), m.GetAlias()))
+	}
+	if got := strings.Join(versions, " "); got != "next_product:1@champion timing:1@champion channel:1@champion" {
+		t.Errorf("models %s", got)
+	}
+
+	// An unknown customer: every part falls back, flagged.
+	req.Entities = map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: "stranger"}}}
+	resp, err = client.NextBestAction(ctx, connect.NewRequest(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = resp.Msg
+	var labels []string
+	for _, p := range a.GetProducts() {
+		labels = append(labels, p.GetLabel())
+	}
+	// The popularity ranking, p5 excluded (the stranger owns nothing).
+	if !a.GetFallback() || len(a.GetFallbackReasons()) != 3 || strings.Join(labels, ",") != "p8,p7,p6" {
+		t.Errorf("unknown customer: fallback %v %v, products %v", a.GetFallback(), a.GetFallbackReasons(), labels)
+	}
+	if !a.GetSendAt().AsTime().Equal(at.Add(48 * time.Hour)) {
+		t.Errorf("unknown customer: send at %s, want the fallback 2d later", a.GetSendAt().AsTime())
+	}
+	// A malformed key is the caller's error, not a fallback.
+	req.Entities = map[string]*featurestorev1.Value{"customer": vals["customer_id"]}
+	if _, err := client.NextBestAction(ctx, connect.NewRequest(req)); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "customer_id") {
+		t.Errorf("a missing join key gave %v, want InvalidArgument naming customer_id", err)
+	}
+}
