@@ -47,7 +47,23 @@ type Spec struct {
 	Metrics     map[string]float64
 	Tags        map[string]string
 	Lineage     map[string]string
-	Pos         definitions.Pos
+	// Serving tunes how servers run the model.
+	Serving ServingSpec
+	Pos     definitions.Pos
+}
+
+// ServingSpec tunes how a server runs a model; zero values take the
+// server's defaults.
+type ServingSpec struct {
+	// MaxBatch is the most rows one run takes when requests are batched
+	// dynamically; 1 turns batching off.
+	MaxBatch int
+	// MaxQueueDelay is how long the first queued request may wait for
+	// others (Triton's max_queue_delay); a full batch never waits.
+	MaxQueueDelay time.Duration
+	// IntraOpThreads and InterOpThreads size ONNX Runtime's thread pools
+	// for the model.
+	IntraOpThreads, InterOpThreads int
 }
 
 // InputSpec is one input tensor of the model, shaped [batch, width]: each
@@ -222,7 +238,7 @@ func (p *specParser) list(n *yaml.Node, what string) []*yaml.Node {
 
 func (p *specParser) spec(root *yaml.Node) *Spec {
 	s := &Spec{Pos: p.pos(root)}
-	f := p.fields(root, "model", "name", "task", "description", "inputs", "outputs", "metrics", "tags", "lineage")
+	f := p.fields(root, "model", "name", "task", "description", "inputs", "outputs", "metrics", "tags", "lineage", "serving")
 	p.decode(f["name"], "name", &s.Name)
 	p.decode(f["task"], "task", &s.Task)
 	p.decode(f["description"], "description", &s.Description)
@@ -234,6 +250,9 @@ func (p *specParser) spec(root *yaml.Node) *Spec {
 		p.errorf(root, "model: name is required")
 	case !nameRE.MatchString(s.Name):
 		p.errorf(f["name"], "name %q: use letters, digits, _ . - (not starting with a digit)", s.Name)
+	}
+	if n := f["serving"]; n != nil {
+		s.Serving = p.serving(n)
 	}
 	if s.Task == "" {
 		s.Task = TaskGeneric
@@ -265,6 +284,28 @@ func (p *specParser) spec(root *yaml.Node) *Spec {
 		p.errorf(root, "model: at least one output is required")
 	}
 	return s
+}
+
+func (p *specParser) serving(n *yaml.Node) ServingSpec {
+	var sv ServingSpec
+	f := p.fields(n, "serving", "max_batch", "max_queue_delay", "intra_op_threads", "inter_op_threads")
+	p.decode(f["max_batch"], "serving: max_batch", &sv.MaxBatch)
+	p.decode(f["intra_op_threads"], "serving: intra_op_threads", &sv.IntraOpThreads)
+	p.decode(f["inter_op_threads"], "serving: inter_op_threads", &sv.InterOpThreads)
+	var delay string
+	if p.decode(f["max_queue_delay"], "serving: max_queue_delay", &delay) {
+		d, err := time.ParseDuration(delay)
+		if err != nil || d < 0 {
+			p.errorf(f["max_queue_delay"], "serving: max_queue_delay %q is not a duration like 500us or 2ms", delay)
+		}
+		sv.MaxQueueDelay = d
+	}
+	for key, v := range map[string]int{"max_batch": sv.MaxBatch, "intra_op_threads": sv.IntraOpThreads, "inter_op_threads": sv.InterOpThreads} {
+		if v < 0 {
+			p.errorf(f[key], "serving: %s must not be negative", key)
+		}
+	}
+	return sv
 }
 
 var inputTypes = []string{"float32", "float64", "int64", "int32"}

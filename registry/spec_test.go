@@ -41,6 +41,7 @@ outputs:
 metrics: {hit_at_5: 0.31}
 tags: {team: crm}
 lineage: {snapshot: snap-1}
+serving: {max_batch: 32, max_queue_delay: 500us, intra_op_threads: 1}
 `
 
 func repo(t *testing.T) *definitions.Repo {
@@ -60,6 +61,9 @@ func TestParseSpec(t *testing.T) {
 	// orders 1 + indicator 1, spend 1, segment 3, embedding 4, hour 1, device 1, basket 1
 	if w := s.Inputs[0].Width(); w != 13 {
 		t.Errorf("width %d, want 13", w)
+	}
+	if s.Serving.MaxBatch != 32 || s.Serving.MaxQueueDelay != 500*time.Microsecond || s.Serving.IntraOpThreads != 1 {
+		t.Errorf("serving %+v", s.Serving)
 	}
 	if s.Inputs[0].Type != "float32" || s.Metrics["hit_at_5"] != 0.31 || s.Lineage["snapshot"] != "snap-1" || s.Tags["team"] != "crm" {
 		t.Errorf("parsed %+v", s)
@@ -92,6 +96,7 @@ func TestParseSpecErrors(t *testing.T) {
 		{"labels needed", "name: m\ntask: channel\ninputs: [{name: x, elements: [{request: a}]}]\noutputs: [{name: y}]\n", []string{"m.yaml:4", "needs the labels"}},
 		{"bad timing label", "name: m\ntask: timing\ninputs: [{name: x, elements: [{request: a}]}]\noutputs: [{name: y, labels: [1h, soon]}]\n", []string{`"soon" is not a positive duration`}},
 		{"bad input type", "name: m\ninputs: [{name: x, type: complex64, elements: [{request: a}]}]\noutputs: [{name: y}]\n", []string{`type "complex64"`}},
+		{"bad serving", "name: m\ninputs: [{name: x, elements: [{request: a}]}]\noutputs: [{name: y}]\nserving: {max_batch: -1, max_queue_delay: soon}\n", []string{"m.yaml:4", "max_queue_delay \"soon\"", "max_batch must not be negative"}},
 		{"wrong value type", "name: m\ninputs: [{name: x, elements: [{request: a, default: many}]}]\noutputs: [{name: y}]\n", []string{"m.yaml:2", "default"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
