@@ -207,6 +207,10 @@ fallback: {products: [p8, p7, p6, p5, p4, p3], channel: email, send_after: 2d}
 		t.Errorf("models %s", got)
 	}
 
+	// The CLI prints the same answer.
+	mustContain(t, compact(c.ok("nba", "--server", base, "--entity", "customer_id=c1", "--k", "2", "--exclude", "p5", "--channels", "email,push")),
+		`"label":"`+want[0].label+`"`, `"channel":"`, `"sendAt":"`, `"alias":"champion"`)
+
 	// An unknown customer: every part falls back, flagged.
 	req.Entities = map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: "stranger"}}}
 	resp, err = client.NextBestAction(ctx, connect.NewRequest(req))

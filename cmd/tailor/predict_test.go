@@ -131,6 +131,12 @@ func TestPredictMatchesPyTorch(t *testing.T) {
 		}
 	}
 
+	// The same through the CLI.
+	mustContain(t, compact(c.ok("predict", "--server", base, "--model", "next_product@champion", "--entity", "customer_id=c0",
+		"--value", fmt.Sprintf("r10=%v,r11=%v", in.Data[10], in.Data[11]))),
+		`"name":"next_product"`, `"alias":"champion"`, `"name":"probabilities"`, `"p8"`, fmt.Sprint(float32(out.Data[0]))[:6])
+	mustContain(t, c.fails("predict", "--server", base, "--model", "next_product", "--entity", "customer_id=c0", "--value", "r10=abc"), "key=number")
+
 	// Bad requests.
 	for _, tc := range []struct {
 		req  *servingv1.PredictRequest
@@ -199,3 +205,7 @@ func TestPredictMatchesPyTorch(t *testing.T) {
 		t.Fatalf("%d requests failed across the swap (%d served)", failed.Load(), served.Load())
 	}
 }
+
+// compact drops the white space of protojson output, which varies on
+// purpose from run to run.
+func compact(s string) string { return strings.Join(strings.Fields(s), "") }
