@@ -76,11 +76,17 @@ outputs:
 // the features of PyTorch's test inputs for a few customers, and checks
 // Predict answers what PyTorch computed, with its labels, for customers in
 // one batch; then moves the alias under load and checks no request fails.
+// It runs with and without dynamic batching across requests.
 func TestPredictMatchesPyTorch(t *testing.T) {
+	t.Run("unbatched", func(t *testing.T) { testPredict(t) })
+	t.Run("batched", func(t *testing.T) { testPredict(t, "--max-batch", "16", "--max-queue-delay", "2ms") })
+}
+
+func testPredict(t *testing.T, serveFlags ...string) {
 	c := newCLI(t)
 	c.ok("apply", writeFiles(t, map[string]string{"defs.yaml": modelDefs}))
 	dir := writeFiles(t, map[string]string{"model.yaml": predictSpec})
-	base, _ := startServe(t, c, "--warm-start=false", "--model-refresh", "200ms")
+	base, _ := startServe(t, c, append([]string{"--warm-start=false", "--model-refresh", "200ms"}, serveFlags...)...)
 	models := func(args ...string) string {
 		return c.ok(append([]string{"models", "--server", base}, args...)...)
 	}

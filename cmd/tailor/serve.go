@@ -44,6 +44,8 @@ func (a *app) serveCmd() *cobra.Command {
 	var pprofOn bool
 	var modelRefresh time.Duration
 	var nbaFile string
+	var maxBatch, intraOp int
+	var maxDelay time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve features, the model registry and predictions over Connect, gRPC and gRPC-Web on one port",
@@ -107,7 +109,10 @@ func (a *app) serveCmd() *cobra.Command {
 			regPath, regHandler := registryv1connect.NewRegistryServiceHandler(
 				registryserver.New(modelStore, func() *definitions.Repo { return fs.Definitions().Repo }, 0, a.log),
 				connect.WithInterceptors(metrics.Interceptor()))
-			manager := models.New(modelStore, func() *definitions.Repo { return fs.Definitions().Repo }, models.Options{Refresh: modelRefresh, Logger: a.log})
+			manager := models.New(modelStore, func() *definitions.Repo { return fs.Definitions().Repo }, models.Options{
+				Refresh: modelRefresh, Logger: a.log, MaxBatch: maxBatch, MaxQueueDelay: maxDelay,
+				Session: onnxrt.SessionOptions{IntraOpThreads: intraOp},
+			})
 			if err := manager.Register(reg); err != nil {
 				return err
 			}
@@ -161,6 +166,9 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().IntVar(&maxRequest, "max-request-bytes", 16<<20, "largest request accepted")
 	cmd.Flags().Var(&onlineMemory, "online-memory", "memory budget of the online tier, e.g. 512MiB, 1GiB")
 	cmd.Flags().BoolVar(&warmStart, "warm-start", true, "fill the online tier from ClickHouse, up to its budget, before reporting ready")
+	cmd.Flags().IntVar(&maxBatch, "max-batch", 1, "rows per ONNX Runtime run when requests are batched dynamically, for models whose metadata does not say (1: no batching)")
+	cmd.Flags().DurationVar(&maxDelay, "max-queue-delay", 500*time.Microsecond, "how long a request may wait for others to batch with (a full batch never waits)")
+	cmd.Flags().IntVar(&intraOp, "intra-op-threads", 1, "ONNX Runtime threads inside one run, for models whose metadata does not say (0: one per core)")
 	cmd.Flags().StringVar(&nbaFile, "nba", "", "next-best-action configuration (models, owned products, consent features, fallbacks)")
 	cmd.Flags().DurationVar(&modelRefresh, "model-refresh", time.Second, "how often model aliases are re-resolved (an alias move is served within about this)")
 	cmd.Flags().BoolVar(&pprofOn, "pprof", false, "serve Go's profiling endpoints under /debug/pprof/ (CPU, heap, goroutines)")

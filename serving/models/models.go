@@ -21,6 +21,7 @@ import (
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/registry"
 	"github.com/tailorhq/tailor/serving/assemble"
+	"github.com/tailorhq/tailor/serving/batcher"
 	"github.com/tailorhq/tailor/serving/onnxrt"
 )
 
@@ -35,6 +36,8 @@ type Model struct {
 	Version *registry.Version
 	Plan    *assemble.Plan
 	Session *onnxrt.Session
+	// batch runs requests through the dynamic batcher.
+	batch *batcher.Batcher
 
 	// use is held shared by each request running the model and
 	// exclusively by Close, which so waits for them.
@@ -59,13 +62,29 @@ func (m *Model) close() {
 	defer m.use.Unlock()
 	if !m.closed {
 		m.closed = true
+		m.batch.Close()
 		m.Session.Close()
 	}
 }
 
+// Run runs the model for one request's inputs, batched with other
+// requests' when the model's serving settings allow.
+func (m *Model) Run(ctx context.Context, inputs []onnxrt.Tensor) ([]onnxrt.Tensor, error) {
+	return m.batch.Run(ctx, inputs)
+}
+
+// BatchStats reports the model's dynamic batching.
+func (m *Model) BatchStats() batcher.Stats { return m.batch.Stats() }
+
 // Options configures a Manager.
 type Options struct {
+	// Session is the default ONNX Runtime configuration of a model whose
+	// metadata sets no threads.
 	Session onnxrt.SessionOptions
+	// MaxBatch and MaxQueueDelay are the dynamic batching defaults of a
+	// model whose metadata does not set them (MaxBatch 1: off).
+	MaxBatch      int
+	MaxQueueDelay time.Duration
 	// Refresh is how often moving references are re-resolved (default
 	// 1s, so an alias move is served within about that).
 	Refresh time.Duration
@@ -222,19 +241,39 @@ func (m *Manager) open(ctx context.Context, v *registry.Version) (*Model, error)
 	if err := onnxrt.Init(""); err != nil {
 		return nil, &LoadError{Ref: fmt.Sprintf("%s:%d", v.Name, v.Version), Err: err}
 	}
-	sess, err := onnxrt.NewSession(b, m.opt.Session)
+	so, maxBatch, delay := m.opt.Session, m.opt.MaxBatch, m.opt.MaxQueueDelay
+	if sv := v.Spec.Serving; sv.IntraOpThreads > 0 || sv.InterOpThreads > 0 {
+		so = onnxrt.SessionOptions{IntraOpThreads: sv.IntraOpThreads, InterOpThreads: sv.InterOpThreads}
+	}
+	if v.Spec.Serving.MaxBatch > 0 {
+		maxBatch = v.Spec.Serving.MaxBatch
+	}
+	if v.Spec.Serving.MaxQueueDelay > 0 {
+		delay = v.Spec.Serving.MaxQueueDelay
+	}
+	sess, err := onnxrt.NewSession(b, so)
 	if err != nil {
 		return nil, &LoadError{Ref: fmt.Sprintf("%s:%d", v.Name, v.Version), Err: err}
 	}
-	model := &Model{Version: v, Plan: plan, Session: sess}
+	bo := batcher.Options{MaxBatch: maxBatch, MaxDelay: delay}
+	if maxBatch <= 1 {
+		// Unbatched requests run side by side: ONNX Runtime's Run is
+		// thread-safe.
+		bo.Workers, bo.MaxQueue = unbatchedRuns, 64*unbatchedRuns
+	}
+	model := &Model{Version: v, Plan: plan, Session: sess, batch: batcher.New(sess.Run, bo)}
 	// One run with default values warms the session before traffic.
 	if _, err := sess.Run(ctx, ToRuntime(plan.Fill([]assemble.Row{{}}))); err != nil {
+		model.batch.Close()
 		sess.Close()
 		return nil, &LoadError{Ref: fmt.Sprintf("%s:%d", v.Name, v.Version), Err: fmt.Errorf("warm-up run: %w", err)}
 	}
 	m.opt.Logger.Info("model loaded", "model", v.Name, "version", v.Version, "took", time.Since(start))
 	return model, nil
 }
+
+// unbatchedRuns is how many unbatched runs of one model go at once.
+const unbatchedRuns = 64
 
 // LoadError is a version that could not be made ready to serve.
 type LoadError struct {

@@ -226,7 +226,7 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 		for j, f := range t.feats {
 			row.Features[j] = values[f]
 		}
-		outs, err := t.model.Session.Run(ctx, models.ToRuntime(t.model.Plan.Fill([]assemble.Row{row})))
+		outs, err := t.model.Run(ctx, models.ToRuntime(t.model.Plan.Fill([]assemble.Row{row})))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

@@ -136,7 +136,7 @@ func (s *Server) Predict(ctx context.Context, req *connect.Request[servingv1.Pre
 	if err != nil {
 		return nil, err
 	}
-	outs, err := model.Session.Run(ctx, models.ToRuntime(model.Plan.Fill(rows)))
+	outs, err := model.Run(ctx, models.ToRuntime(model.Plan.Fill(rows)))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, connect.NewError(ctxCode(ctx), err)
