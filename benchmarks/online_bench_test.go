@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,26 +60,11 @@ const closedConns = 4
 // closedLoop sends n requests over clients, one in flight per client, and
 // returns the wall time and the number of failed or wrong-sized answers.
 func closedLoop(clients []featurestorev1connect.FeatureServiceClient, reqs []*featurestorev1.GetOnlineFeaturesRequest, n int) (time.Duration, int64) {
-	var next, bad atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for _, c := range clients {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
-					return
-				}
-				req := reqs[i%int64(len(reqs))]
-				resp, err := c.GetOnlineFeatures(context.Background(), connect.NewRequest(req))
-				if err != nil || len(resp.Msg.GetRows()) != len(req.GetEntities()) {
-					bad.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return time.Since(start), bad.Load()
+	return closedLoopFunc(len(clients), n, func(g, i int) bool {
+		req := reqs[i%len(reqs)]
+		resp, err := clients[g].GetOnlineFeatures(context.Background(), connect.NewRequest(req))
+		return err == nil && len(resp.Msg.GetRows()) == len(req.GetEntities())
+	})
 }
 
 // BenchmarkGetOnlineFeatures measures the CPU `tailor serve` spends per
@@ -200,34 +183,11 @@ type openResult struct {
 // dispatcher sleeps with nanosleep to keep to a sub-millisecond schedule;
 // how late requests start (the generator's own share) is reported as lag.
 func openLoop(clients []featurestorev1connect.FeatureServiceClient, reqs []*featurestorev1.GetOnlineFeaturesRequest, rate int, d time.Duration) openResult {
-	n := int(float64(rate) * d.Seconds())
-	interval := time.Second / time.Duration(rate)
-	r := openResult{latency: make([]time.Duration, n), lag: make([]time.Duration, n)}
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range n {
-		due := start.Add(time.Duration(i) * interval)
-		sleepUntil(due)
-		wg.Go(func() {
-			r.lag[i] = time.Since(due)
-			req := reqs[i%len(reqs)]
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			resp, err := clients[i%len(clients)].GetOnlineFeatures(ctx, connect.NewRequest(req))
-			cancel()
-			r.latency[i] = time.Since(due)
-			if err != nil || len(resp.Msg.GetRows()) != len(req.GetEntities()) {
-				r.latency[i] = failed
-			}
-		})
-	}
-	wg.Wait()
-	for i, l := range r.latency {
-		if l != failed {
-			r.ok++
-			r.elapsed = max(r.elapsed, time.Duration(i)*interval+l)
-		}
-	}
-	return r
+	return openLoopFunc(rate, d, func(ctx context.Context, i int) bool {
+		req := reqs[i%len(reqs)]
+		resp, err := clients[i%len(clients)].GetOnlineFeatures(ctx, connect.NewRequest(req))
+		return err == nil && len(resp.Msg.GetRows()) == len(req.GetEntities())
+	})
 }
 
 func (r *openResult) add(o openResult) {
