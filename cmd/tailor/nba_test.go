@@ -229,6 +229,31 @@ fallback: {products: [p8, p7, p6, p5, p4, p3], channel: email, send_after: 2d}
 	if !a.GetSendAt().AsTime().Equal(at.Add(48 * time.Hour)) {
 		t.Errorf("unknown customer: send at %s, want the fallback 2d later", a.GetSendAt().AsTime())
 	}
+	// Every answer is in the prediction log, the fallback one flagged.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := c.sql(fmt.Sprintf(`SELECT entity, fallback, arrayStringConcat(model_names, ','), length(inputs_digest), position(outputs, 'sendAt') > 0
+			FROM %s.prediction_log WHERE method = 'NextBestAction' ORDER BY at, at_us`, c.db))
+		if strings.Count(got, "\n") >= 4 {
+			lines := strings.Split(strings.TrimSpace(got), "\n")
+			sort.Strings(lines)
+			want := []string{
+				"customer_id=c1\t0\tnext_product,timing,channel\t64\t1", // the RPC
+				"customer_id=c1\t0\tnext_product,timing,channel\t64\t1", // the CLI
+				"customer_id=c1\t1\tnext_product,timing\t64\t1",         // no channel champion yet
+				"customer_id=stranger\t1\t\t64\t1",
+			}
+			if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+				t.Errorf("prediction log:\n%s\nwant\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prediction log after 5s:\n%s", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	// A malformed key is the caller's error, not a fallback.
 	req.Entities = map[string]*featurestorev1.Value{"customer": vals["customer_id"]}
 	if _, err := client.NextBestAction(ctx, connect.NewRequest(req)); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "customer_id") {

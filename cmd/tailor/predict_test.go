@@ -210,8 +210,90 @@ func testPredict(t *testing.T, serveFlags ...string) {
 	if failed.Load() > 0 || served.Load() == 0 {
 		t.Fatalf("%d requests failed across the swap (%d served)", failed.Load(), served.Load())
 	}
+	// Every prediction is logged: one row per instance, the same inputs
+	// giving the same digest whichever version answered.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := strings.TrimSpace(c.sql(fmt.Sprintf(`SELECT uniqExact(entity), uniqExact(entity, inputs_digest), uniqExact(model_versions), count() > 100
+			FROM %s.prediction_log WHERE method = 'Predict'`, c.db)))
+		if got == "5\t5\t2\ttrue" || got == "5\t5\t2\t1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prediction log: %q, want 5 customers, 5 distinct inputs, 2 versions, over 100 rows", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // compact drops the white space of protojson output, which varies on
 // purpose from run to run.
 func compact(s string) string { return strings.Join(strings.Fields(s), "") }
+
+// TestPredictZipMapClassifier serves an sklearn-style classifier whose
+// probabilities are a ZipMap (one label -> probability map per row) next
+// to its label output, and checks both against numpy's values.
+func TestPredictZipMapClassifier(t *testing.T) {
+	c := newCLI(t)
+	c.ok("apply", writeFiles(t, map[string]string{"defs.yaml": modelDefs}))
+	dir := writeFiles(t, map[string]string{"model.yaml": `name: classifier
+inputs:
+  - name: input
+    elements: [{request: x0}, {request: x1}, {request: x2}, {request: x3}]
+outputs:
+  - name: output_probability
+    labels: [a, b, c]
+  - name: output_label
+`})
+	base, _ := startServe(t, c, "--warm-start=false")
+	c.ok("models", "--server", base, "register", testModel(t, "zipmap_classifier.onnx"), "--spec", filepath.Join(dir, "model.yaml"))
+	b, err := os.ReadFile(testModel(t, "zipmap_classifier.expected.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exp struct {
+		Inputs  []expectedTensor `json:"inputs"`
+		Outputs []struct {
+			Name string               `json:"name"`
+			Data []string             `json:"data"`
+			Maps []map[string]float64 `json:"maps"`
+		} `json:"outputs"`
+	}
+	if err := json.Unmarshal(b, &exp); err != nil {
+		t.Fatal(err)
+	}
+	var instances []*servingv1.Instance
+	for r := range exp.Inputs[0].Shape[0] {
+		v := map[string]float64{}
+		for i := range 4 {
+			v[fmt.Sprintf("x%d", i)] = exp.Inputs[0].Data[r*4+i]
+		}
+		instances = append(instances, &servingv1.Instance{Values: v})
+	}
+	resp, err := servingv1connect.NewPredictionServiceClient(h2cClient(), base).Predict(context.Background(),
+		connect.NewRequest(&servingv1.PredictRequest{Model: "classifier", Instances: instances}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r, p := range resp.Msg.GetPredictions() {
+		for _, o := range p.GetOutputs() {
+			switch o.GetName() {
+			case "output_label":
+				if got := strings.Join(o.GetStrings(), ","); got != exp.Outputs[0].Data[r] {
+					t.Errorf("row %d label %s, numpy %s", r, got, exp.Outputs[0].Data[r])
+				}
+			case "output_probability":
+				if strings.Join(o.GetLabels(), ",") != "a,b,c" {
+					t.Fatalf("labels %v", o.GetLabels())
+				}
+				for i, l := range o.GetLabels() {
+					if want := exp.Outputs[1].Maps[r][l]; math.Abs(o.GetValues()[i]-want) > 1e-6 {
+						t.Errorf("row %d p(%s) = %v, numpy %v", r, l, o.GetValues()[i], want)
+					}
+				}
+			default:
+				t.Errorf("unexpected output %s", o.GetName())
+			}
+		}
+	}
+}

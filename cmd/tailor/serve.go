@@ -31,6 +31,7 @@ import (
 	"github.com/tailorhq/tailor/serving/nba"
 	"github.com/tailorhq/tailor/serving/onnxrt"
 	"github.com/tailorhq/tailor/serving/predictserver"
+	"github.com/tailorhq/tailor/serving/predlog"
 	"github.com/tailorhq/tailor/serving/rpcserver"
 )
 
@@ -118,6 +119,21 @@ func (a *app) serveCmd() *cobra.Command {
 			}
 			defer manager.Close()
 			go manager.Watch(ctx)
+			predLog, err := predlog.New(ctx, store.Conn(), store.Database(), predlog.Options{Logger: a.log})
+			if err != nil {
+				return err
+			}
+			if err := predLog.Register(reg); err != nil {
+				return err
+			}
+			defer func() {
+				// Flush what is queued; the server has drained already.
+				fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+				defer cancel()
+				if err := predLog.Close(fctx); err != nil {
+					a.log.Warn("prediction log", "err", err)
+				}
+			}()
 			var next *nba.Service
 			if nbaFile != "" {
 				cfg, err := nba.LoadConfig(nbaFile)
@@ -130,7 +146,7 @@ func (a *app) serveCmd() *cobra.Command {
 				next = nba.New(cfg, manager, online, func() *definitions.Repo { return fs.Definitions().Repo })
 			}
 			predPath, predHandler := servingv1connect.NewPredictionServiceHandler(
-				predictserver.New(manager, next, online, func() *definitions.Repo { return fs.Definitions().Repo }, a.log),
+				predictserver.New(manager, next, predLog, online, func() *definitions.Repo { return fs.Definitions().Repo }, a.log),
 				connect.WithInterceptors(metrics.Interceptor()),
 				connect.WithReadMaxBytes(maxRequest),
 				connect.WithCompressMinBytes(1<<20))

@@ -198,9 +198,21 @@ func (e *element) append(dst []float64, r *Row) []float64 {
 		v, ok = r.Context[e.name]
 		ok = ok && v != nil
 	case fromRequest:
-		var f float64
-		f, ok = r.Request[e.name]
-		v = f
+		// Request values are numbers: no boxing on the hot path.
+		f, ok := r.Request[e.name]
+		if e.oneHot || e.index {
+			v = f
+			break
+		}
+		present := ok
+		if !ok {
+			f = e.def
+		}
+		dst = append(dst, f)
+		if e.missing {
+			dst = append(dst, boolNum(!present))
+		}
+		return dst
 	}
 	present := ok
 	switch {
@@ -239,6 +251,13 @@ func (e *element) append(dst []float64, r *Row) []float64 {
 		}
 	}
 	return dst
+}
+
+func boolNum(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // number reads a scalar as a number: booleans are 0/1, timestamps Unix

@@ -15,6 +15,7 @@ import (
 	"github.com/tailorhq/tailor/serving/assemble"
 	"github.com/tailorhq/tailor/serving/models"
 	"github.com/tailorhq/tailor/serving/onnxrt"
+	"github.com/tailorhq/tailor/serving/predlog"
 )
 
 // Features is what the service needs of the online store.
@@ -78,6 +79,9 @@ type Answer struct {
 	// which and why.
 	Fallback bool
 	Reasons  []string
+	// InputsDigest identifies every input tensor the models were given
+	// (see predlog.Digest), for the prediction log.
+	InputsDigest string
 }
 
 // RequestError is a request the service cannot answer (a malformed key,
@@ -218,6 +222,7 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 	// Run the models that can answer.
 	outputs := map[string][]float64{}
 	labels := map[string][]string{}
+	var fed []assemble.Tensor
 	for _, t := range tasks {
 		if t.failed != "" {
 			continue
@@ -226,7 +231,9 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 		for j, f := range t.feats {
 			row.Features[j] = values[f]
 		}
-		outs, err := t.model.Run(ctx, models.ToRuntime(t.model.Plan.Fill([]assemble.Row{row})))
+		inputs := t.model.Plan.Fill([]assemble.Row{row})
+		fed = append(fed, inputs...)
+		outs, err := t.model.Run(ctx, models.ToRuntime(inputs))
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -242,6 +249,7 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 		outputs[t.name], labels[t.name] = ps, ls
 		ans.Models = append(ans.Models, ModelRef{Name: t.model.Version.Name, Version: t.model.Version.Version, Ref: t.ref})
 	}
+	ans.InputsDigest = predlog.Digest(fed)
 	for _, t := range tasks {
 		if t.failed != "" {
 			ans.Fallback = true

@@ -5,15 +5,20 @@ package predictserver
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -27,6 +32,7 @@ import (
 	"github.com/tailorhq/tailor/serving/models"
 	"github.com/tailorhq/tailor/serving/nba"
 	"github.com/tailorhq/tailor/serving/onnxrt"
+	"github.com/tailorhq/tailor/serving/predlog"
 )
 
 // MaxInstances bounds the instances of one Predict.
@@ -43,18 +49,48 @@ type Server struct {
 
 	models   *models.Manager
 	nba      *nba.Service
+	predLog  *predlog.Log
 	features Features
 	defs     func() *definitions.Repo
 	log      *slog.Logger
 	now      func() time.Time
 }
 
-// New returns the handler; next, when not nil, answers NextBestAction.
-func New(m *models.Manager, next *nba.Service, features Features, defs func() *definitions.Repo, log *slog.Logger) *Server {
+// New returns the handler; next, when not nil, answers NextBestAction;
+// predictions are logged to pl when it is not nil.
+func New(m *models.Manager, next *nba.Service, pl *predlog.Log, features Features, defs func() *definitions.Repo, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Server{models: m, nba: next, features: features, defs: defs, log: log, now: time.Now}
+	return &Server{models: m, nba: next, predLog: pl, features: features, defs: defs, log: log, now: time.Now}
+}
+
+// requestID is the caller's X-Request-Id, or a new random one.
+func requestID(h http.Header) string {
+	if id := h.Get("X-Request-Id"); id != "" {
+		return id
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// entityText renders join keys as key=value,... in key order.
+func entityText(keys map[string]*featurestorev1.Value) string {
+	parts := make([]string, 0, len(keys))
+	for k, v := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%v", k, goValue(v)))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func jsonText(m proto.Message) string {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 // NextBestAction answers which products, when and through which channel.
@@ -74,6 +110,7 @@ func (s *Server) NextBestAction(ctx context.Context, req *connect.Request[servin
 	if m.GetRequestTime() != nil {
 		at = m.GetRequestTime().AsTime()
 	}
+	start := time.Now()
 	ans, err := s.nba.Answer(ctx, nba.Request{
 		Entity: entityRows{{Entities: m.GetEntities()}}, Context: given, Values: m.GetValues(),
 		K: int(m.GetK()), Exclude: m.GetExclude(), Allowed: m.GetAllowedChannels(), At: at,
@@ -107,6 +144,17 @@ func (s *Server) NextBestAction(ctx context.Context, req *connect.Request[servin
 		}
 		out.Models = append(out.Models, ref)
 	}
+	if s.predLog != nil {
+		var mv []predlog.ModelVersion
+		for _, r := range out.Models {
+			mv = append(mv, predlog.ModelVersion{Name: r.Name, Version: r.Version, Alias: r.Alias})
+		}
+		s.predLog.Record(predlog.Record{
+			RequestID: requestID(req.Header()), At: at, Method: predlog.MethodNextBestAction, Models: mv,
+			Entity: entityText(m.GetEntities()), InputsDigest: ans.InputsDigest, Outputs: jsonText(out),
+			Latency: time.Since(start), Fallback: ans.Fallback,
+		})
+	}
 	return connect.NewResponse(out), nil
 }
 
@@ -136,7 +184,9 @@ func (s *Server) Predict(ctx context.Context, req *connect.Request[servingv1.Pre
 	if err != nil {
 		return nil, err
 	}
-	outs, err := model.Run(ctx, models.ToRuntime(model.Plan.Fill(rows)))
+	start := time.Now()
+	inputs := model.Plan.Fill(rows)
+	outs, err := model.Run(ctx, models.ToRuntime(inputs))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, connect.NewError(ctxCode(ctx), err)
@@ -148,6 +198,16 @@ func (s *Server) Predict(ctx context.Context, req *connect.Request[servingv1.Pre
 		resp.Model.Alias = alias
 	}
 	resp.Predictions = predictions(model.Version.Spec, outs, n)
+	if s.predLog != nil {
+		id, took := requestID(req.Header()), time.Since(start)
+		mv := []predlog.ModelVersion{{Name: resp.Model.Name, Version: resp.Model.Version, Alias: resp.Model.Alias}}
+		for i, inst := range msg.GetInstances() {
+			s.predLog.Record(predlog.Record{
+				RequestID: id, At: at, Method: predlog.MethodPredict, Models: mv, Entity: entityText(inst.GetEntities()),
+				InputsDigest: predlog.Digest(rowOf(inputs, i)), Outputs: jsonText(resp.Predictions[i]), Latency: took,
+			})
+		}
+	}
 	return connect.NewResponse(resp), nil
 }
 
@@ -170,6 +230,8 @@ func (s *Server) rows(ctx context.Context, model *models.Model, instances []*ser
 			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("online features: %w", err))
 		}
 	}
+	var bare map[string]any
+	var err error
 	for i, inst := range instances {
 		r := &rows[i]
 		if results != nil {
@@ -180,15 +242,25 @@ func (s *Server) rows(ctx context.Context, model *models.Model, instances []*ser
 				}
 			}
 		}
+		r.Request = inst.GetValues()
+		if len(inst.GetContext()) == 0 {
+			// Instances without context of their own share the fields
+			// derived from the request time.
+			if bare == nil {
+				if bare, err = assemble.DeriveContext(nil, at); err != nil {
+					return nil, connect.NewError(connect.CodeInvalidArgument, err)
+				}
+			}
+			r.Context = bare
+			continue
+		}
 		given := make(map[string]any, len(inst.GetContext()))
 		for k, v := range inst.GetContext() {
 			given[k] = goValue(v)
 		}
-		var err error
 		if r.Context, err = assemble.DeriveContext(given, at); err != nil {
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("instance %d: %w", i, err))
 		}
-		r.Request = inst.GetValues()
 	}
 	return rows, nil
 }
@@ -256,6 +328,27 @@ func predictions(spec *registry.Spec, outs []onnxrt.Tensor, n int) []*servingv1.
 		}
 	}
 	return preds
+}
+
+// rowOf is row i of batch tensors.
+func rowOf(ts []assemble.Tensor, i int) []assemble.Tensor {
+	out := make([]assemble.Tensor, len(ts))
+	for j, t := range ts {
+		w := int(t.Shape[1])
+		r := assemble.Tensor{Name: t.Name, Shape: []int64{1, t.Shape[1]}}
+		switch {
+		case t.Float32 != nil:
+			r.Float32 = t.Float32[i*w : (i+1)*w]
+		case t.Float64 != nil:
+			r.Float64 = t.Float64[i*w : (i+1)*w]
+		case t.Int64 != nil:
+			r.Int64 = t.Int64[i*w : (i+1)*w]
+		case t.Int32 != nil:
+			r.Int32 = t.Int32[i*w : (i+1)*w]
+		}
+		out[j] = r
+	}
+	return out
 }
 
 // entityRows reads join keys from the instances.
