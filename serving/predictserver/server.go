@@ -85,12 +85,16 @@ func entityText(keys map[string]*featurestorev1.Value) string {
 	return strings.Join(parts, ",")
 }
 
-func jsonText(m proto.Message) string {
-	b, err := protojson.Marshal(m)
-	if err != nil {
-		return ""
+// encoder renders an answer as JSON when the prediction log writes it.
+// Answers are not modified once sent, so reading them later is safe.
+func encoder(m proto.Message) func() string {
+	return func() string {
+		b, err := protojson.Marshal(m)
+		if err != nil {
+			return ""
+		}
+		return string(b)
 	}
-	return string(b)
 }
 
 // NextBestAction answers which products, when and through which channel.
@@ -151,7 +155,7 @@ func (s *Server) NextBestAction(ctx context.Context, req *connect.Request[servin
 		}
 		s.predLog.Record(predlog.Record{
 			RequestID: requestID(req.Header()), At: at, Method: predlog.MethodNextBestAction, Models: mv,
-			Entity: entityText(m.GetEntities()), InputsDigest: ans.InputsDigest, Outputs: jsonText(out),
+			Entity: entityText(m.GetEntities()), InputsDigest: ans.InputsDigest, EncodeOutputs: encoder(out),
 			Latency: time.Since(start), Fallback: ans.Fallback,
 		})
 	}
@@ -204,7 +208,7 @@ func (s *Server) Predict(ctx context.Context, req *connect.Request[servingv1.Pre
 		for i, inst := range msg.GetInstances() {
 			s.predLog.Record(predlog.Record{
 				RequestID: id, At: at, Method: predlog.MethodPredict, Models: mv, Entity: entityText(inst.GetEntities()),
-				InputsDigest: predlog.Digest(rowOf(inputs, i)), Outputs: jsonText(resp.Predictions[i]), Latency: took,
+				InputsDigest: predlog.Digest(rowOf(inputs, i)), EncodeOutputs: encoder(resp.Predictions[i]), Latency: took,
 			})
 		}
 	}

@@ -71,6 +71,10 @@ type Record struct {
 	InputsDigest string
 	// Outputs is the answer as JSON text.
 	Outputs string
+	// EncodeOutputs, when Outputs is empty, produces it on the writer's
+	// goroutine, off the request path; what it reads must not change
+	// after Record.
+	EncodeOutputs func() string
 	Latency time.Duration
 	// Fallback is set when a declared fallback answered.
 	Fallback bool

@@ -66,6 +66,9 @@ func (w *chWriter) fill(batch []Record) {
 		w.atUS[i] = uint32(at.Nanosecond() / 1000)
 		w.requestID[i], w.method[i], w.entity[i] = r.RequestID, r.Method, r.Entity
 		w.digest[i], w.outputs[i], w.errs[i] = r.InputsDigest, r.Outputs, r.Error
+		if r.Outputs == "" && r.EncodeOutputs != nil {
+			w.outputs[i] = r.EncodeOutputs()
+		}
 		w.latency[i] = int64(r.Latency)
 		w.fallback[i] = 0
 		if r.Fallback {
