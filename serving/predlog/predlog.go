@@ -75,7 +75,7 @@ type Record struct {
 	// goroutine, off the request path; what it reads must not change
 	// after Record.
 	EncodeOutputs func() string
-	Latency time.Duration
+	Latency       time.Duration
 	// Fallback is set when a declared fallback answered.
 	Fallback bool
 	Error    string
