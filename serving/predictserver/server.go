@@ -269,69 +269,87 @@ func (s *Server) rows(ctx context.Context, model *models.Model, instances []*ser
 	return rows, nil
 }
 
-// predictions splits the outputs into one prediction per instance.
+// predictions splits the outputs into one prediction per instance. The
+// messages and their values come from a few slabs per response.
 func predictions(spec *registry.Spec, outs []onnxrt.Tensor, n int) []*servingv1.Prediction {
 	labels := map[string][]string{}
 	for _, o := range spec.Outputs {
 		labels[o.Name] = o.Labels
 	}
 	preds := make([]*servingv1.Prediction, n)
+	predSlab := make([]servingv1.Prediction, n)
+	outSlab := make([]servingv1.Output, n*len(outs))
+	ptrSlab := make([]*servingv1.Output, n*len(outs))
 	for i := range preds {
-		preds[i] = &servingv1.Prediction{}
+		preds[i] = &predSlab[i]
+		preds[i].Outputs = ptrSlab[i*len(outs) : (i+1)*len(outs) : (i+1)*len(outs)]
 	}
-	for _, t := range outs {
+	for k, t := range outs {
 		width := 1
-		if len(t.Shape) > 1 {
-			width = 1
-			for _, d := range t.Shape[1:] {
-				width *= int(d)
+		for _, d := range t.Shape[min(1, len(t.Shape)):] {
+			width *= int(d)
+		}
+		var values []float64
+		switch {
+		case t.Float32 != nil:
+			values = make([]float64, len(t.Float32))
+			for i, v := range t.Float32 {
+				values[i] = float64(v)
+			}
+		case t.Float64 != nil:
+			values = t.Float64
+		case t.Int64 != nil:
+			values = make([]float64, len(t.Int64))
+			for i, v := range t.Int64 {
+				values[i] = float64(v)
+			}
+		case t.Int32 != nil:
+			values = make([]float64, len(t.Int32))
+			for i, v := range t.Int32 {
+				values[i] = float64(v)
+			}
+		case t.Bool != nil:
+			values = make([]float64, len(t.Bool))
+			for i, v := range t.Bool {
+				values[i] = boolNum(v)
 			}
 		}
 		for i := range n {
-			o := &servingv1.Output{Name: t.Name}
-			lo, hi := i*width, (i+1)*width
+			o := &outSlab[i*len(outs)+k]
+			o.Name = t.Name
+			preds[i].Outputs[k] = o
 			switch {
 			case t.Maps != nil:
 				m := t.Maps[i]
 				keys := labels[t.Name]
 				if len(keys) == 0 {
-					for k := range m {
-						keys = append(keys, k)
+					for key := range m {
+						keys = append(keys, key)
 					}
 					sort.Strings(keys)
 				}
-				for _, k := range keys {
-					o.Values = append(o.Values, float64(m[k]))
+				for _, key := range keys {
+					o.Values = append(o.Values, float64(m[key]))
 				}
 				o.Labels = keys
-			case t.Float32 != nil:
-				for _, v := range t.Float32[lo:hi] {
-					o.Values = append(o.Values, float64(v))
-				}
-			case t.Float64 != nil:
-				o.Values = append(o.Values, t.Float64[lo:hi]...)
-			case t.Int64 != nil:
-				for _, v := range t.Int64[lo:hi] {
-					o.Values = append(o.Values, float64(v))
-				}
-			case t.Int32 != nil:
-				for _, v := range t.Int32[lo:hi] {
-					o.Values = append(o.Values, float64(v))
-				}
-			case t.Bool != nil:
-				for _, v := range t.Bool[lo:hi] {
-					o.Values = append(o.Values, map[bool]float64{false: 0, true: 1}[v])
-				}
+			case values != nil:
+				o.Values = values[i*width : (i+1)*width : (i+1)*width]
 			case t.Strings != nil:
-				o.Strings = slices.Clone(t.Strings[lo:hi])
+				o.Strings = slices.Clone(t.Strings[i*width : (i+1)*width])
 			}
 			if o.Labels == nil && len(labels[t.Name]) == len(o.Values) {
 				o.Labels = labels[t.Name]
 			}
-			preds[i].Outputs = append(preds[i].Outputs, o)
 		}
 	}
 	return preds
+}
+
+func boolNum(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // rowOf is row i of batch tensors.
