@@ -64,6 +64,9 @@ type ServingSpec struct {
 	// IntraOpThreads and InterOpThreads size ONNX Runtime's thread pools
 	// for the model.
 	IntraOpThreads, InterOpThreads int
+	// Instances is how many runs of the model may go at once (Triton's
+	// instance count); 0 takes the server's default.
+	Instances int
 }
 
 // InputSpec is one input tensor of the model, shaped [batch, width]: each
@@ -288,7 +291,8 @@ func (p *specParser) spec(root *yaml.Node) *Spec {
 
 func (p *specParser) serving(n *yaml.Node) ServingSpec {
 	var sv ServingSpec
-	f := p.fields(n, "serving", "max_batch", "max_queue_delay", "intra_op_threads", "inter_op_threads")
+	f := p.fields(n, "serving", "max_batch", "max_queue_delay", "intra_op_threads", "inter_op_threads", "instances")
+	p.decode(f["instances"], "serving: instances", &sv.Instances)
 	p.decode(f["max_batch"], "serving: max_batch", &sv.MaxBatch)
 	p.decode(f["intra_op_threads"], "serving: intra_op_threads", &sv.IntraOpThreads)
 	p.decode(f["inter_op_threads"], "serving: inter_op_threads", &sv.InterOpThreads)
@@ -300,7 +304,7 @@ func (p *specParser) serving(n *yaml.Node) ServingSpec {
 		}
 		sv.MaxQueueDelay = d
 	}
-	for key, v := range map[string]int{"max_batch": sv.MaxBatch, "intra_op_threads": sv.IntraOpThreads, "inter_op_threads": sv.InterOpThreads} {
+	for key, v := range map[string]int{"max_batch": sv.MaxBatch, "intra_op_threads": sv.IntraOpThreads, "inter_op_threads": sv.InterOpThreads, "instances": sv.Instances} {
 		if v < 0 {
 			p.errorf(f[key], "serving: %s must not be negative", key)
 		}

@@ -41,7 +41,7 @@ outputs:
 metrics: {hit_at_5: 0.31}
 tags: {team: crm}
 lineage: {snapshot: snap-1}
-serving: {max_batch: 32, max_queue_delay: 500us, intra_op_threads: 1}
+serving: {max_batch: 32, max_queue_delay: 500us, intra_op_threads: 1, instances: 2}
 `
 
 func repo(t *testing.T) *definitions.Repo {
@@ -62,7 +62,7 @@ func TestParseSpec(t *testing.T) {
 	if w := s.Inputs[0].Width(); w != 13 {
 		t.Errorf("width %d, want 13", w)
 	}
-	if s.Serving.MaxBatch != 32 || s.Serving.MaxQueueDelay != 500*time.Microsecond || s.Serving.IntraOpThreads != 1 {
+	if s.Serving.MaxBatch != 32 || s.Serving.MaxQueueDelay != 500*time.Microsecond || s.Serving.IntraOpThreads != 1 || s.Serving.Instances != 2 {
 		t.Errorf("serving %+v", s.Serving)
 	}
 	if s.Inputs[0].Type != "float32" || s.Metrics["hit_at_5"] != 0.31 || s.Lineage["snapshot"] != "snap-1" || s.Tags["team"] != "crm" {

@@ -261,6 +261,9 @@ func (m *Manager) open(ctx context.Context, v *registry.Version) (*Model, error)
 		// thread-safe.
 		bo.Workers, bo.MaxQueue = unbatchedRuns, 64*unbatchedRuns
 	}
+	if n := v.Spec.Serving.Instances; n > 0 {
+		bo.Workers = n
+	}
 	model := &Model{Version: v, Plan: plan, Session: sess, batch: batcher.New(sess.Run, bo)}
 	// One run with default values warms the session before traffic.
 	if _, err := sess.Run(ctx, ToRuntime(plan.Fill([]assemble.Row{{}}))); err != nil {
