@@ -179,7 +179,13 @@ type entityRows []*featurestorev1.EntityRow
 func (r entityRows) Len() int { return len(r) }
 
 func (r entityRows) JoinKey(i int, key string) (onlinestore.KeyValue, bool) {
-	switch x := r[i].GetKeys()[key].GetKind().(type) {
+	return KeyValue(r[i].GetKeys()[key])
+}
+
+// KeyValue reads a join key sent as a protobuf value: text or an integer;
+// ok is false for anything else, or nil.
+func KeyValue(v *featurestorev1.Value) (onlinestore.KeyValue, bool) {
+	switch x := v.GetKind().(type) {
 	case *featurestorev1.Value_StringValue:
 		return onlinestore.KeyValue{Str: x.StringValue}, true
 	case *featurestorev1.Value_Int64Value:

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/featurestore/featureserver"
 	"github.com/tailorhq/tailor/featurestore/onlinestore"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 	servingv1 "github.com/tailorhq/tailor/proto/gen/tailor/serving/v1"
@@ -379,15 +380,7 @@ type entityRows []*servingv1.Instance
 func (r entityRows) Len() int { return len(r) }
 
 func (r entityRows) JoinKey(i int, key string) (onlinestore.KeyValue, bool) {
-	switch x := r[i].GetEntities()[key].GetKind().(type) {
-	case *featurestorev1.Value_StringValue:
-		return onlinestore.KeyValue{Str: x.StringValue}, true
-	case *featurestorev1.Value_Int64Value:
-		return onlinestore.KeyValue{Int: x.Int64Value, IsInt: true}, true
-	case *featurestorev1.Value_Int32Value:
-		return onlinestore.KeyValue{Int: int64(x.Int32Value), IsInt: true}, true
-	}
-	return onlinestore.KeyValue{}, false
+	return featureserver.KeyValue(r[i].GetEntities()[key])
 }
 
 // goValue converts a context value.
