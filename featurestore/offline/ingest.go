@@ -101,6 +101,17 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 		if storedFrom, err = s.Now(ctx); err != nil {
 			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
 		}
+		id := randomHex(8)
+		if err := s.markRunning(ctx, id, v.Name, storedFrom, 0); err != nil {
+			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
+		}
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := s.markRunning(dctx, id, v.Name, storedFrom, 1); err != nil {
+				s.log.Warn("ingestion end", "view", v.Name, "err", err)
+			}
+		}()
 	}
 	if opt.Direct {
 		opt.BatchRows = math.MaxInt

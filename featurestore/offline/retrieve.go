@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -48,6 +49,10 @@ type RetrieveOptions struct {
 	// ScanProgress, when set, is told how many rows ClickHouse has read so
 	// far while it runs the join (cumulative).
 	ScanProgress func(rowsRead uint64)
+	// StoredBefore, when set, reads the views as they were at that
+	// insertion-time watermark (see SnapshotWatermark): rows stored later
+	// are ignored, so the answer can be reproduced.
+	StoredBefore time.Time
 }
 
 // OutputName is the column name of a feature in a retrieval's output.
@@ -188,7 +193,12 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 
 	from := "(SELECT * FROM " + set.table.String() + ")"
 	for i, p := range parts {
-		sub, err := s.viewJoinSQL(repo, set, p.view, p.feats, i)
+		if !opt.StoredBefore.IsZero() {
+			if err := s.checkInsertionTime(ctx, p.view); err != nil {
+				return nil, fmt.Errorf("a reproducible snapshot needs insertion times: %w", err)
+			}
+		}
+		sub, err := s.viewJoinSQL(repo, set, p.view, p.feats, i, opt.StoredBefore)
 		if err != nil {
 			return nil, err
 		}
@@ -223,7 +233,7 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 // time bounds applied, then the latest row per entity row by
 // (event timestamp, created timestamp). Rows without a match are absent;
 // the outer LEFT JOIN adds them back with __found = 0.
-func (s *Store) viewJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitions.FeatureView, feats []definitions.FeatureRef, idx int) (string, error) {
+func (s *Store) viewJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitions.FeatureView, feats []definitions.FeatureRef, idx int, storedBefore time.Time) (string, error) {
 	table := s.viewTable(v)
 	ts := quoteIdent(v.Source.TimestampField)
 	var keys, rightKeys, leftCols []string
@@ -252,6 +262,9 @@ func (s *Store) viewJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitio
 	}
 	ttl := int64(v.TTL.Seconds())
 	bounds := fmt.Sprintf("%s <= toDateTime(%d)", ts, set.maxTS)
+	if !storedBefore.IsZero() {
+		bounds += fmt.Sprintf(" AND %s < toDateTime(%d)", quoteIdent(InsertedAtColumn), storedBefore.Unix())
+	}
 	where := ts + " <= __tailor_ts"
 	if ttl > 0 {
 		bounds += fmt.Sprintf(" AND %s >= toDateTime(%d)", ts, max(0, set.minTS-ttl))

@@ -188,3 +188,46 @@ func (s *Store) RecordWatermark(ctx context.Context, w Watermark) error {
 	}
 	return nil
 }
+
+// markRunning records that ingestion id of view starts (done 0) or ends
+// (done 1).
+func (s *Store) markRunning(ctx context.Context, id, view string, storedFrom time.Time, done uint8) error {
+	err := s.conn.Exec(ctx, fmt.Sprintf(
+		"INSERT INTO %s.ingest_running (id, view, stored_from, done) SELECT ?, ?, toDateTime(?), toUInt8(?)", quoteIdent(s.db)),
+		id, view, storedFrom.Unix(), done)
+	if err != nil {
+		return fmt.Errorf("record the ingestion of %s: %w", view, err)
+	}
+	return nil
+}
+
+// snapshotMargin keeps a snapshot's watermark behind rows stamped but
+// not yet committed by a direct insert.
+const snapshotMargin = 2 * time.Second
+
+// SnapshotWatermark is an insertion time before which the offline store
+// will not change any more: every row stored before it is visible now,
+// and every row stored later has a later insertion time. Reading "as of"
+// it (RetrieveOptions.StoredBefore) gives the same answer later, however
+// many rows arrive meanwhile. An ingestion still running holds it back to
+// when that ingestion began staging (for at most a day: a process killed
+// mid-ingestion is given up on).
+func (s *Store) SnapshotWatermark(ctx context.Context) (time.Time, error) {
+	now, err := s.Now(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	w := now.Add(-snapshotMargin)
+	var n uint64
+	var from uint32
+	err = s.conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(), toUnixTimestamp(min(f)) FROM (
+		SELECT id, any(stored_from) AS f, max(done) AS d, max(at) AS started FROM %s.ingest_running GROUP BY id
+	) WHERE d = 0 AND started > now() - 86400`, quoteIdent(s.db))).Scan(&n, &from)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("running ingestions: %w", err)
+	}
+	if n > 0 && int64(from) <= w.Unix() {
+		w = time.Unix(int64(from), 0).UTC()
+	}
+	return w.Truncate(time.Second), nil
+}

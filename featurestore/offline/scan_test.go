@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
 )
 
@@ -168,5 +170,135 @@ func TestWatermarks(t *testing.T) {
 	got, ok, err := s.LastWatermark(ctx, "cust")
 	if err != nil || !ok || !got.StoredBefore.Equal(w1.Add(time.Hour)) || got.Keys != 7 {
 		t.Fatalf("LastWatermark = %+v, %v, %v; want the later one (7 keys at %s)", got, ok, err, w1.Add(time.Hour))
+	}
+}
+
+// TestRetrieveAsOfWatermark exports the same entity rows before and after
+// new rows (newer events and a new key) are stored: read as of the first
+// snapshot's watermark, the second answer equals the first.
+func TestRetrieveAsOfWatermark(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := openStore(t)
+	repo := parseRepo(t, map[string]string{"repo.yaml": scanRepo})
+	if _, _, err := s.Apply(ctx, repo, "test"); err != nil {
+		t.Fatal(err)
+	}
+	ts := &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	rows := func(rs ...[]any) *table {
+		return &table{names: []string{"customer_id", "event_ts", "created_ts", "n"},
+			types: []arrow.DataType{arrow.BinaryTypes.String, ts, ts, arrow.PrimitiveTypes.Int64}, rows: rs}
+	}
+	ingest := func(tb *table) {
+		t.Helper()
+		if _, err := s.Ingest(ctx, repo, "cust", "gen", tb.source(10), offline.IngestOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ingest(rows([]any{"a", base, base, int64(1)}, []any{"b", base, base, int64(2)}))
+	// Wait until the watermark has passed the rows just stored.
+	var w time.Time
+	for {
+		var err error
+		if w, err = s.SnapshotWatermark(ctx); err != nil {
+			t.Fatal(err)
+		}
+		now, _ := s.Now(ctx)
+		if w.After(now.Add(-time.Hour)) && w.Unix() > 0 {
+			if got := exportAt(t, s, repo, w); got == "a=1 b=2 c=null" {
+				break
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	first := exportAt(t, s, repo, w)
+	ingest(rows([]any{"a", base.Add(time.Hour), base, int64(10)}, []any{"c", base, base, int64(3)}))
+	if now := exportAt(t, s, repo, time.Time{}); now != "a=10 b=2 c=3" {
+		t.Fatalf("latest export %q, want the new rows", now)
+	}
+	if again := exportAt(t, s, repo, w); again != first {
+		t.Fatalf("as of the watermark: %q, first %q", again, first)
+	}
+}
+
+// exportAt retrieves cust:n for a, b, c at a late instant, as of the
+// watermark (zero: everything).
+func exportAt(t *testing.T, s *offline.Store, repo *definitions.Repo, w time.Time) string {
+	t.Helper()
+	ctx := context.Background()
+	ts := &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ent := &table{names: []string{"customer_id", "event_timestamp"}, types: []arrow.DataType{arrow.BinaryTypes.String, ts},
+		rows: [][]any{{"a", at}, {"b", at}, {"c", at}}}
+	refs, err := repo.ResolveRefs([]string{"cust:n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := offline.JoinKeys(repo, refs)
+	set, err := s.UploadEntities(ctx, "e", ent.source(10), offline.EntityOptions{JoinKeys: keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Drop(ctx)
+	ret, err := s.Retrieve(ctx, repo, set, refs, offline.RetrieveOptions{StoredBefore: w})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ret.Close()
+	_, got := readAll(t, ret)
+	var parts []string
+	for _, r := range got {
+		parts = append(parts, fmt.Sprintf("%v=%v", r[0], r[2]))
+	}
+	return strings.ReplaceAll(strings.Join(parts, " "), "<nil>", "null")
+}
+
+// TestRunningIngestionHoldsTheWatermark: while an ingestion is staging,
+// the snapshot watermark stays before its rows, so a snapshot taken then
+// cannot later gain them.
+func TestRunningIngestionHoldsTheWatermark(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := openStore(t)
+	repo := parseRepo(t, map[string]string{"repo.yaml": scanRepo})
+	if _, _, err := s.Apply(ctx, repo, "test"); err != nil {
+		t.Fatal(err)
+	}
+	ts := &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
+	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	before, err := s.Now(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &gatedSource{memSource: (&table{names: []string{"customer_id", "event_ts", "created_ts", "n"},
+		types: []arrow.DataType{arrow.BinaryTypes.String, ts, ts, arrow.PrimitiveTypes.Int64},
+		rows:  [][]any{{"a", base, base, int64(1)}, {"b", base, base, int64(2)}}}).source(1), release: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Ingest(ctx, repo, "cust", "slow", slow, offline.IngestOptions{BatchRows: 1})
+		done <- err
+	}()
+	time.Sleep(3 * time.Second) // the ingestion stages its first row and waits
+	w, err := s.SnapshotWatermark(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.After(before) {
+		t.Errorf("watermark %s passed the start of a running ingestion (%s)", w, before)
+	}
+	close(slow.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := exportAt(t, s, repo, w); got != "a=null b=null c=null" {
+		t.Errorf("as of a watermark taken mid-ingestion: %q, want none of its rows", got)
+	}
+	after, err := s.SnapshotWatermark(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.After(w) {
+		t.Errorf("watermark %s did not move on after the ingestion ended (was %s)", after, w)
 	}
 }

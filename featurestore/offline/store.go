@@ -123,6 +123,15 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			stored_from DateTime,
 			committed_at DateTime DEFAULT now()
 		) ENGINE = MergeTree ORDER BY (view, committed_at)`, quoteIdent(s.db)),
+		// Two rows per logged ingestion: when it starts (done 0) and when it
+		// ends (done 1); one still running holds snapshot watermarks back.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.ingest_running (
+			id String,
+			view String,
+			stored_from DateTime,
+			done UInt8,
+			at DateTime DEFAULT now()
+		) ENGINE = MergeTree ORDER BY (id, done)`, quoteIdent(s.db)),
 		// One row per finished materialization: the watermark an
 		// incremental run starts from.
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.materializations (
