@@ -40,6 +40,14 @@ type Request struct {
 	TimestampColumn string
 	// Progress, when set, is told how far each stage got.
 	Progress func(stage string, rows int64)
+	// DefinitionsVersion is the applied version repo is, for the manifest.
+	DefinitionsVersion uint64
+	// Watermark reads the views as of this insertion time (zero: the
+	// store's snapshot watermark now), so the export can be reproduced.
+	Watermark time.Time
+	// SnapshotID names the snapshot (zero: a new one); reproductions keep
+	// the original's.
+	SnapshotID string
 }
 
 // Result summarises a finished export.
@@ -47,6 +55,8 @@ type Result struct {
 	Rows     int64
 	Columns  []string
 	Duration time.Duration
+	// Manifest is what was written beside the file (and to ClickHouse).
+	Manifest *Manifest
 }
 
 // Export runs req against the applied definitions repo.
@@ -92,7 +102,13 @@ func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 	defer set.Drop(ctx)
 	store.Logger().Info("entity set uploaded", "rows", set.Rows, "took", time.Since(start))
 
-	ropt := offline.RetrieveOptions{FullNames: req.FullNames}
+	watermark := req.Watermark
+	if watermark.IsZero() {
+		if watermark, err = store.SnapshotWatermark(ctx); err != nil {
+			return Result{}, err
+		}
+	}
+	ropt := offline.RetrieveOptions{FullNames: req.FullNames, StoredBefore: watermark}
 	if req.Progress != nil {
 		ropt.ScanProgress = func(n uint64) { req.Progress("join in ClickHouse, feature rows read", int64(n)) }
 	}
@@ -110,7 +126,15 @@ func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 	for _, f := range ret.Schema().Fields() {
 		cols = append(cols, f.Name)
 	}
-	return Result{Rows: rows, Columns: cols, Duration: time.Since(start)}, nil
+	m, err := manifestFor(req, refs, set, string(outFormat), rows, watermark)
+	if err != nil {
+		return Result{}, err
+	}
+	m.Unversioned = ret.Unversioned
+	if err := m.write(ctx, store, req.Out); err != nil {
+		return Result{}, err
+	}
+	return Result{Rows: rows, Columns: cols, Duration: time.Since(start), Manifest: m}, nil
 }
 
 func resolve(repo *definitions.Repo, req Request) ([]definitions.FeatureRef, error) {

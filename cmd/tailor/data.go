@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -67,7 +68,7 @@ func (a *app) ingest(ctx context.Context, store *offline.Store, av *offline.Appl
 
 func (a *app) exportCmd() *cobra.Command {
 	var req trainingexport.Request
-	var features string
+	var features, manifest string
 	cmd := &cobra.Command{
 		Use:   "export --entities FILE (--features view:feat,view:* | --service NAME) --out FILE",
 		Short: "Export a point-in-time-correct training set",
@@ -75,20 +76,53 @@ func (a *app) exportCmd() *cobra.Command {
 			"with the feature values that were current at the row's timestamp: per view, the row with the\n" +
 			"greatest event timestamp <= the row's timestamp and >= timestamp - ttl, ties broken by the\n" +
 			"created timestamp; none gives null. One output row per entity row, in input order; features\n" +
-			"follow the entity columns in the requested order. The join runs inside ClickHouse.",
+			"follow the entity columns in the requested order. The join runs inside ClickHouse.\n\n" +
+			"Every export is a snapshot: the views are read as of an insertion-time watermark, and a\n" +
+			"manifest (OUT.manifest.json, also kept in ClickHouse) records the snapshot id, definitions\n" +
+			"version, features with types, entity source, rows, time range and content hash.\n" +
+			"`tailor export --manifest M --out FILE` reproduces the same bytes later, whatever rows\n" +
+			"arrived since.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			req.Features = splitList(features)
+			if manifest != "" {
+				if req.EntitiesFile != "" || req.EntitiesSQL != "" || len(req.Features) > 0 || req.Service != "" {
+					return fmt.Errorf("--manifest reproduces a recorded export: give only --out (and not --entities, --entities-sql, --features or --service)")
+				}
+				if req.Out == "" {
+					return fmt.Errorf("no output file: pass --out FILE")
+				}
+				m, err := trainingexport.LoadManifest(manifest)
+				if err != nil {
+					return err
+				}
+				store, err := a.openStore(ctx)
+				if err != nil {
+					return err
+				}
+				defer store.Close()
+				p := newProgress(a.errOut)
+				res, err := trainingexport.Reproduce(ctx, store, m, req.Out, p.update)
+				p.done()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "%s: snapshot %s reproduced: %d rows, sha256 %s (as recorded)\n", req.Out, m.SnapshotID, res.Rows, res.Manifest.ContentSHA256)
+				return nil
+			}
 			return a.withApplied(ctx, func(store *offline.Store, av *offline.AppliedVersion) error {
 				p := newProgress(a.errOut)
 				req.Progress = p.update
+				req.DefinitionsVersion = av.Version
 				res, err := trainingexport.Export(ctx, store, av.Repo, req)
 				p.done()
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(a.out, "%s: %d rows, %d columns (%s) in %s\n", req.Out, res.Rows, len(res.Columns), strings.Join(res.Columns, ", "), res.Duration.Round(1e6))
+				fmt.Fprintf(a.out, "snapshot %s (definitions v%d, as of %s): manifest %s\n", res.Manifest.SnapshotID, av.Version,
+					res.Manifest.Watermark.Format(time.RFC3339), trainingexport.ManifestPath(req.Out))
 				return nil
 			})
 		},
@@ -103,5 +137,6 @@ func (a *app) exportCmd() *cobra.Command {
 	f.StringVar(&req.Format, "format", "", "output format: parquet, arrow or csv (default: from --out's extension)")
 	f.BoolVar(&req.FullNames, "full-names", false, "name feature columns view__feature")
 	f.StringVar(&req.TimestampColumn, "timestamp-column", offline.DefaultTimestampColumn, "entity timestamp column")
+	f.StringVar(&manifest, "manifest", "", "reproduce the export this manifest records (with --out)")
 	return cmd
 }

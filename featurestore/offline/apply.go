@@ -64,8 +64,18 @@ type AppliedVersion struct {
 // Applied returns the latest applied definitions, or nil when nothing was
 // ever applied.
 func (s *Store) Applied(ctx context.Context) (*AppliedVersion, error) {
+	return s.applied(ctx, "ORDER BY version DESC LIMIT 1")
+}
+
+// AppliedAt returns one applied version of the definitions, or nil when
+// there is no such version.
+func (s *Store) AppliedAt(ctx context.Context, version uint64) (*AppliedVersion, error) {
+	return s.applied(ctx, fmt.Sprintf("WHERE version = %d LIMIT 1", version))
+}
+
+func (s *Store) applied(ctx context.Context, clause string) (*AppliedVersion, error) {
 	rows, err := s.conn.Query(ctx, fmt.Sprintf(
-		"SELECT version, digest, repo_json, applied_at, applied_by FROM %s.definitions ORDER BY version DESC LIMIT 1", quoteIdent(s.db)))
+		"SELECT version, digest, repo_json, applied_at, applied_by FROM %s.definitions %s", quoteIdent(s.db), clause))
 	if err != nil {
 		return nil, fmt.Errorf("read applied definitions: %w", err)
 	}

@@ -475,3 +475,12 @@ type QueryError struct {
 
 func (e *QueryError) Error() string { return fmt.Sprintf("entity query failed: %v", e.Err) }
 func (e *QueryError) Unwrap() error { return e.Err }
+
+// TimeRange is the earliest and latest request timestamp of the entity
+// rows (zero times for an empty set).
+func (e *EntitySet) TimeRange() (earliest, latest time.Time) {
+	if e.Rows == 0 || e.minTS > e.maxTS {
+		return time.Time{}, time.Time{}
+	}
+	return time.Unix(e.minTS, 0).UTC(), time.Unix(e.maxTS, 0).UTC()
+}

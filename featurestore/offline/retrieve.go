@@ -74,6 +74,11 @@ func (e *NameCollisionError) Error() string {
 // batches: one row per entity row, in input order, the entity columns
 // followed by the requested features.
 type Retrieval struct {
+	// Unversioned names the views read as they are, not as of
+	// StoredBefore, because their tables have no insertion times (external
+	// tables): an answer including them may change later.
+	Unversioned []string
+
 	rows   driver.Rows
 	schema *arrow.Schema
 	rb     *array.RecordBuilder
@@ -192,13 +197,19 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 	}
 
 	from := "(SELECT * FROM " + set.table.String() + ")"
+	var unversioned []string
 	for i, p := range parts {
-		if !opt.StoredBefore.IsZero() {
-			if err := s.checkInsertionTime(ctx, p.view); err != nil {
-				return nil, fmt.Errorf("a reproducible snapshot needs insertion times: %w", err)
+		asOf := opt.StoredBefore
+		if !asOf.IsZero() {
+			if err := s.checkInsertionTime(ctx, p.view); errors.Is(err, ErrNoInsertionTime) {
+				// Read as it is; the caller learns the answer may change.
+				unversioned = append(unversioned, p.view.Name)
+				asOf = time.Time{}
+			} else if err != nil {
+				return nil, err
 			}
 		}
-		sub, err := s.viewJoinSQL(repo, set, p.view, p.feats, i, opt.StoredBefore)
+		sub, err := s.viewJoinSQL(repo, set, p.view, p.feats, i, asOf)
 		if err != nil {
 			return nil, err
 		}
@@ -225,7 +236,7 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 		sk.bind(rb.Field(i))
 		dests[i] = sk.dest()
 	}
-	return &Retrieval{rows: rows, schema: schema, rb: rb, sinks: sinks, dests: dests, batch: opt.BatchRows, sql: query}, nil
+	return &Retrieval{rows: rows, schema: schema, rb: rb, sinks: sinks, dests: dests, batch: opt.BatchRows, sql: query, Unversioned: unversioned}, nil
 }
 
 // viewJoinSQL is the subquery answering one view for every entity row: the

@@ -201,23 +201,27 @@ func (s *Store) markRunning(ctx context.Context, id, view string, storedFrom tim
 	return nil
 }
 
-// snapshotMargin keeps a snapshot's watermark behind rows stamped but
-// not yet committed by a direct insert.
-const snapshotMargin = 2 * time.Second
+// snapshotMargin is how long after a watermark a snapshot waits before
+// reading: a direct insert stamped just before the watermark has
+// committed by then.
+const snapshotMargin = time.Second
 
 // SnapshotWatermark is an insertion time before which the offline store
-// will not change any more: every row stored before it is visible now,
-// and every row stored later has a later insertion time. Reading "as of"
-// it (RetrieveOptions.StoredBefore) gives the same answer later, however
-// many rows arrive meanwhile. An ingestion still running holds it back to
-// when that ingestion began staging (for at most a day: a process killed
-// mid-ingestion is given up on).
+// will not change any more: every row stored before it is visible once it
+// returns, and every row stored later has a later insertion time. Reading
+// "as of" it (RetrieveOptions.StoredBefore) gives the same answer later,
+// however many rows arrive meanwhile. It is the next whole second, so
+// rows stored until now are in the snapshot, and it returns once the
+// clock has passed it by snapshotMargin (about one to two seconds). An
+// ingestion still running holds it back to when that ingestion began
+// staging (for at most a day: a process killed mid-ingestion is given up
+// on).
 func (s *Store) SnapshotWatermark(ctx context.Context) (time.Time, error) {
 	now, err := s.Now(ctx)
 	if err != nil {
 		return time.Time{}, err
 	}
-	w := now.Add(-snapshotMargin)
+	w := now.Truncate(time.Second).Add(time.Second)
 	var n uint64
 	var from uint32
 	err = s.conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(), toUnixTimestamp(min(f)) FROM (
@@ -226,8 +230,18 @@ func (s *Store) SnapshotWatermark(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("running ingestions: %w", err)
 	}
-	if n > 0 && int64(from) <= w.Unix() {
+	if n > 0 && int64(from) < w.Unix() {
 		w = time.Unix(int64(from), 0).UTC()
 	}
-	return w.Truncate(time.Second), nil
+	for now.Before(w.Add(snapshotMargin)) {
+		select {
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		case <-time.After(w.Add(snapshotMargin).Sub(now)):
+		}
+		if now, err = s.Now(ctx); err != nil {
+			return time.Time{}, err
+		}
+	}
+	return w, nil
 }

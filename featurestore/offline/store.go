@@ -132,6 +132,12 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			done UInt8,
 			at DateTime DEFAULT now()
 		) ENGINE = MergeTree ORDER BY (id, done)`, quoteIdent(s.db)),
+		// One row per export: its manifest, to reproduce it later.
+		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.snapshots (
+			snapshot_id String,
+			manifest String,
+			created_at DateTime DEFAULT now()
+		) ENGINE = MergeTree ORDER BY snapshot_id`, quoteIdent(s.db)),
 		// One row per finished materialization: the watermark an
 		// incremental run starts from.
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.materializations (
