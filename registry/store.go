@@ -128,6 +128,11 @@ func (s *Store) Register(ctx context.Context, specFile string, specYAML, model [
 	if err := Validate(spec, repo, inputs, outputs); err != nil {
 		return nil, false, &InvalidError{err}
 	}
+	if id := spec.Lineage["snapshot"]; id != "" {
+		if err := s.checkSnapshot(ctx, id); err != nil {
+			return nil, false, err
+		}
+	}
 	sum := sha256.Sum256(model)
 	sha := hex.EncodeToString(sum[:])
 	digest := specDigest(specYAML)
@@ -469,4 +474,18 @@ func (s *Store) Archive(ctx context.Context, name string, version int64, archive
 		action = "restore"
 	}
 	return s.event(ctx, Event{Actor: actor, Action: action, Version: version, Reason: reason}, name)
+}
+
+// checkSnapshot makes sure a model's lineage names a recorded export
+// snapshot (tailor export writes them to the snapshots table).
+func (s *Store) checkSnapshot(ctx context.Context, id string) error {
+	var n uint64
+	err := s.conn.QueryRow(ctx, "SELECT count() FROM "+s.table("snapshots")+" WHERE snapshot_id = ?", id).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("look up snapshot %s: %w", id, err)
+	}
+	if n == 0 {
+		return &InvalidError{fmt.Errorf("lineage: snapshot %q is not a recorded export (tailor export prints and records each snapshot id)", id)}
+	}
+	return nil
 }

@@ -81,6 +81,8 @@ func TestModelsRegistry(t *testing.T) {
 	models := func(args ...string) string {
 		return c.ok(append([]string{"models", "--server", base, "--actor", "ana"}, args...)...)
 	}
+	// The lineage names a recorded export snapshot.
+	c.exec("INSERT INTO " + c.db + ".snapshots (snapshot_id, manifest) SELECT 'snap-123', '{}'")
 	np := testModel(t, "next_product.onnx")
 	mustContain(t, models("register", np, "--spec", spec), "registered next_product version 1 (next_product")
 	mustContain(t, models("register", np, "--spec", spec), "already registered as next_product version 1")
@@ -123,6 +125,7 @@ func TestModelsRegistry(t *testing.T) {
 		{"unknown feature", "next_product.onnx", strings.Replace(nextProductSpec, "cust:f9", "cust:f99", 1), []string{"model.yaml:16", `"cust:f99"`}},
 		{"text without encoding", "next_product.onnx", strings.Replace(nextProductSpec, "cust:f9", "cust:segment", 1), []string{"cust:segment is text"}},
 		{"channel model with one input declared", "channel.onnx", nextProductSpec, []string{`the graph's input "context"`}},
+		{"unknown snapshot in the lineage", "next_product.onnx", strings.Replace(nextProductSpec, "snap-123", "snap-999", 1), []string{`snapshot "snap-999" is not a recorded export`}},
 	} {
 		writeFile(t, spec, tc.spec)
 		got := c.fails("models", "--server", base, "register", testModel(t, tc.model), "--spec", spec)
