@@ -6,12 +6,16 @@ package trainingexport
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/ipc"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
@@ -48,6 +52,10 @@ type Request struct {
 	// SnapshotID names the snapshot (zero: a new one); reproductions keep
 	// the original's.
 	SnapshotID string
+	// EntitiesUpload names entity rows a client sent (EntitiesFile then
+	// holds them in a temporary file): the manifest records this name and
+	// the content's hash, not the temporary path.
+	EntitiesUpload string
 }
 
 // Result summarises a finished export.
@@ -59,17 +67,71 @@ type Result struct {
 	Manifest *Manifest
 }
 
-// Export runs req against the applied definitions repo.
+// Export runs req against the applied definitions repo into the file
+// req.Out, and writes the manifest beside it.
 func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, req Request) (Result, error) {
-	start := time.Now()
-	refs, err := resolve(repo, req)
-	if err != nil {
-		return Result{}, err
-	}
 	if req.Out == "" {
 		return Result{}, errors.New("no output file: pass --out FILE")
 	}
 	outFormat, err := tablefile.DetectFormat(req.Out, req.Format)
+	if err != nil {
+		return Result{}, err
+	}
+	return export(ctx, store, repo, req, string(outFormat), func(src offline.RecordSource, progress func(int64)) (int64, string, error) {
+		rows, err := writeAtomically(req.Out, outFormat, src, progress)
+		if err != nil {
+			return 0, "", err
+		}
+		sum, err := fileSHA256(req.Out)
+		return rows, sum, err
+	})
+}
+
+// StreamFormat is the format of streamed exports: an Arrow IPC stream.
+const StreamFormat = "arrow-stream"
+
+// ExportStream runs req like Export but writes the answer to w as an Arrow
+// IPC stream, record batch by record batch, so memory stays flat in the
+// export's size; req.Out is ignored and the manifest is recorded in
+// ClickHouse only.
+func ExportStream(ctx context.Context, store *offline.Store, repo *definitions.Repo, req Request, w io.Writer) (Result, error) {
+	req.Out = ""
+	return export(ctx, store, repo, req, StreamFormat, func(src offline.RecordSource, progress func(int64)) (int64, string, error) {
+		h := sha256.New()
+		iw := ipc.NewWriter(io.MultiWriter(w, h), ipc.WithSchema(src.Schema()))
+		var rows int64
+		for {
+			rec, err := src.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return rows, "", err
+			}
+			err = iw.Write(rec)
+			rows += rec.NumRows()
+			rec.Release()
+			if err != nil {
+				return rows, "", fmt.Errorf("stream the export: %w", err)
+			}
+			if progress != nil {
+				progress(rows)
+			}
+		}
+		if err := iw.Close(); err != nil {
+			return rows, "", fmt.Errorf("stream the export: %w", err)
+		}
+		return rows, hex.EncodeToString(h.Sum(nil)), nil
+	})
+}
+
+// writeFunc writes a retrieval somewhere and returns the rows written and
+// the sha256 of the bytes.
+type writeFunc func(src offline.RecordSource, progress func(int64)) (rows int64, sha256 string, err error)
+
+func export(ctx context.Context, store *offline.Store, repo *definitions.Repo, req Request, outFormat string, write writeFunc) (Result, error) {
+	start := time.Now()
+	refs, err := resolve(repo, req)
 	if err != nil {
 		return Result{}, err
 	}
@@ -118,7 +180,7 @@ func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 	}
 	defer ret.Close()
 
-	rows, err := writeAtomically(req.Out, outFormat, ret, progress("export"))
+	rows, sum, err := write(ret, progress("export"))
 	if err != nil {
 		return Result{}, err
 	}
@@ -126,7 +188,7 @@ func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 	for _, f := range ret.Schema().Fields() {
 		cols = append(cols, f.Name)
 	}
-	m, err := manifestFor(req, refs, set, string(outFormat), rows, watermark)
+	m, err := manifestFor(req, refs, set, outFormat, rows, watermark, sum)
 	if err != nil {
 		return Result{}, err
 	}

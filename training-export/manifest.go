@@ -90,6 +90,9 @@ func (m *Manifest) write(ctx context.Context, store *offline.Store, out string) 
 	}
 	path := ManifestPath(out)
 	tmp := path + ".tmp"
+	if out == "" {
+		return m.record(ctx, store, b)
+	}
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
@@ -97,6 +100,11 @@ func (m *Manifest) write(ctx context.Context, store *offline.Store, out string) 
 		os.Remove(tmp)
 		return fmt.Errorf("write manifest: %w", err)
 	}
+	return m.record(ctx, store, b)
+}
+
+// record keeps the manifest in ClickHouse.
+func (m *Manifest) record(ctx context.Context, store *offline.Store, b []byte) error {
 	batch, err := store.Conn().PrepareBatch(ctx, "INSERT INTO `"+store.Database()+"`.snapshots (snapshot_id, manifest)")
 	if err != nil {
 		return fmt.Errorf("record snapshot %s: %w", m.SnapshotID, err)
@@ -203,12 +211,15 @@ func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out strin
 }
 
 // manifestFor fills what the export knows once it is written.
-func manifestFor(req Request, refs []definitions.FeatureRef, set *offline.EntitySet, format string, rows int64, watermark time.Time) (*Manifest, error) {
+func manifestFor(req Request, refs []definitions.FeatureRef, set *offline.EntitySet, format string, rows int64, watermark time.Time, contentSHA string) (*Manifest, error) {
 	now := time.Now().UTC()
 	m := &Manifest{
 		SnapshotID: req.SnapshotID, CreatedAt: now, Watermark: watermark, DefinitionsVersion: req.DefinitionsVersion,
-		Service: req.Service, FullNames: req.FullNames, Rows: rows, File: filepath.Base(req.Out), Format: format,
-		TailorVersion: tailorVersion(),
+		Service: req.Service, FullNames: req.FullNames, Rows: rows, Format: format,
+		TailorVersion: tailorVersion(), ContentSHA256: contentSHA,
+	}
+	if req.Out != "" {
+		m.File = filepath.Base(req.Out)
 	}
 	if m.SnapshotID == "" {
 		m.SnapshotID = newSnapshotID(now)
@@ -218,9 +229,16 @@ func manifestFor(req Request, refs []definitions.FeatureRef, set *offline.Entity
 	}
 	m.TimeRange[0], m.TimeRange[1] = set.TimeRange()
 	m.Entities.TimestampColumn = req.TimestampColumn
-	if req.EntitiesSQL != "" {
+	switch {
+	case req.EntitiesSQL != "":
 		m.Entities.Kind, m.Entities.SQL = "sql", req.EntitiesSQL
-	} else {
+	case req.EntitiesUpload != "":
+		sum, err := fileSHA256(req.EntitiesFile)
+		if err != nil {
+			return nil, fmt.Errorf("entity rows: %w", err)
+		}
+		m.Entities.Kind, m.Entities.Path, m.Entities.Format, m.Entities.SHA256 = "upload", req.EntitiesUpload, req.EntitiesFormat, sum
+	default:
 		abs, err := filepath.Abs(req.EntitiesFile)
 		if err != nil {
 			return nil, err
@@ -231,10 +249,5 @@ func manifestFor(req Request, refs []definitions.FeatureRef, set *offline.Entity
 		}
 		m.Entities.Kind, m.Entities.Path, m.Entities.Format, m.Entities.SHA256 = "file", abs, req.EntitiesFormat, sum
 	}
-	sum, err := fileSHA256(req.Out)
-	if err != nil {
-		return nil, err
-	}
-	m.ContentSHA256 = sum
 	return m, nil
 }

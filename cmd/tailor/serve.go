@@ -22,6 +22,7 @@ import (
 	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/featurestore/onlinestore"
 	"github.com/tailorhq/tailor/featurestore/onlinetier"
+	"github.com/tailorhq/tailor/proto/gen/tailor/export/v1/exportv1connect"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
 	"github.com/tailorhq/tailor/proto/gen/tailor/registry/v1/registryv1connect"
 	"github.com/tailorhq/tailor/proto/gen/tailor/serving/v1/servingv1connect"
@@ -33,6 +34,7 @@ import (
 	"github.com/tailorhq/tailor/serving/predictserver"
 	"github.com/tailorhq/tailor/serving/predlog"
 	"github.com/tailorhq/tailor/serving/rpcserver"
+	"github.com/tailorhq/tailor/training-export/exportserver"
 )
 
 func (a *app) serveCmd() *cobra.Command {
@@ -150,6 +152,10 @@ func (a *app) serveCmd() *cobra.Command {
 				connect.WithInterceptors(metrics.Interceptor()),
 				connect.WithReadMaxBytes(maxRequest),
 				connect.WithCompressMinBytes(1<<20))
+			expPath, expHandler := exportv1connect.NewExportServiceHandler(
+				exportserver.New(store, fs.Definitions, a.log),
+				connect.WithInterceptors(metrics.Interceptor()),
+				connect.WithReadMaxBytes(maxRequest))
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)
@@ -169,6 +175,7 @@ func (a *app) serveCmd() *cobra.Command {
 					{Name: featurestorev1connect.FeatureServiceName, Path: path, Handler: handler},
 					{Name: registryv1connect.RegistryServiceName, Path: regPath, Handler: regHandler},
 					{Name: servingv1connect.PredictionServiceName, Path: predPath, Handler: predHandler},
+					{Name: exportv1connect.ExportServiceName, Path: expPath, Handler: expHandler},
 				},
 				Registry: reg,
 				Logger:   a.log,
