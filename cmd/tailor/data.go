@@ -2,14 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/featurestore/tablefile"
+	exportv1 "github.com/tailorhq/tailor/proto/gen/tailor/export/v1"
+	"github.com/tailorhq/tailor/proto/gen/tailor/export/v1/exportv1connect"
 	trainingexport "github.com/tailorhq/tailor/training-export"
 )
 
@@ -68,7 +76,7 @@ func (a *app) ingest(ctx context.Context, store *offline.Store, av *offline.Appl
 
 func (a *app) exportCmd() *cobra.Command {
 	var req trainingexport.Request
-	var features, manifest string
+	var features, manifest, server string
 	cmd := &cobra.Command{
 		Use:   "export --entities FILE (--features view:feat,view:* | --service NAME) --out FILE",
 		Short: "Export a point-in-time-correct training set",
@@ -111,6 +119,9 @@ func (a *app) exportCmd() *cobra.Command {
 				fmt.Fprintf(a.out, "%s: snapshot %s reproduced: %d rows, sha256 %s (as recorded)\n", req.Out, m.SnapshotID, res.Rows, res.Manifest.ContentSHA256)
 				return nil
 			}
+			if server != "" {
+				return a.exportOverServer(cmd.Context(), server, req)
+			}
 			return a.withApplied(ctx, func(store *offline.Store, av *offline.AppliedVersion) error {
 				p := newProgress(a.errOut)
 				req.Progress = p.update
@@ -138,5 +149,116 @@ func (a *app) exportCmd() *cobra.Command {
 	f.BoolVar(&req.FullNames, "full-names", false, "name feature columns view__feature")
 	f.StringVar(&req.TimestampColumn, "timestamp-column", offline.DefaultTimestampColumn, "entity timestamp column")
 	f.StringVar(&manifest, "manifest", "", "reproduce the export this manifest records (with --out)")
+	f.StringVar(&server, "server", "", "export through a tailor server's ExportService (streamed Arrow) instead of ClickHouse directly")
 	return cmd
+}
+
+// exportOverServer streams the export from a server's ExportService and
+// writes it to req.Out in the format asked for, with the server's manifest
+// beside it.
+func (a *app) exportOverServer(ctx context.Context, server string, req trainingexport.Request) error {
+	if req.Out == "" {
+		return fmt.Errorf("no output file: pass --out FILE")
+	}
+	outFormat, err := tablefile.DetectFormat(req.Out, req.Format)
+	if err != nil {
+		return err
+	}
+	msg := &exportv1.ExportTrainingSetRequest{Features: req.Features, FeatureService: req.Service, FullNames: req.FullNames, TimestampColumn: req.TimestampColumn}
+	switch {
+	case req.EntitiesSQL != "" && req.EntitiesFile != "":
+		return fmt.Errorf("pass either --entities or --entities-sql, not both")
+	case req.EntitiesSQL != "":
+		msg.Entities = &exportv1.ExportTrainingSetRequest_Sql{Sql: req.EntitiesSQL}
+	case req.EntitiesFile != "":
+		f, err := tablefile.DetectFormat(req.EntitiesFile, req.EntitiesFormat)
+		if err != nil {
+			return err
+		}
+		content, err := os.ReadFile(req.EntitiesFile)
+		if err != nil {
+			return err
+		}
+		msg.Entities = &exportv1.ExportTrainingSetRequest_File{File: &exportv1.EntityFile{Content: content, Format: string(f), Name: filepath.Base(req.EntitiesFile)}}
+	default:
+		return fmt.Errorf("no entity rows: pass --entities FILE or --entities-sql QUERY")
+	}
+	stream, err := exportv1connect.NewExportServiceClient(http.DefaultClient, server).ExportTrainingSet(ctx, connect.NewRequest(msg))
+	if err != nil {
+		return fmt.Errorf("%s: %w", server, err)
+	}
+	defer stream.Close()
+	pr, pw := io.Pipe()
+	manifest := make(chan string, 1)
+	go func() {
+		defer close(manifest)
+		for stream.Receive() {
+			switch p := stream.Msg().GetPart().(type) {
+			case *exportv1.ExportTrainingSetResponse_Arrow:
+				if _, err := pw.Write(p.Arrow); err != nil {
+					return
+				}
+			case *exportv1.ExportTrainingSetResponse_ManifestJson:
+				manifest <- p.ManifestJson
+			}
+		}
+		if err := stream.Err(); err != nil {
+			pw.CloseWithError(fmt.Errorf("%s: %w", server, err))
+			return
+		}
+		pw.Close()
+	}()
+	r, err := tablefile.NewReader(pr, tablefile.Arrow, tablefile.ReadOptions{})
+	if err != nil {
+		pr.CloseWithError(err)
+		return err
+	}
+	defer r.Close()
+	tmp := req.Out + ".part"
+	w, err := tablefile.Create(tmp, outFormat, r.Schema(), tablefile.WriteOptions{})
+	if err != nil {
+		return err
+	}
+	p := newProgress(a.errOut)
+	var rows int64
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			w.Close()
+			os.Remove(tmp)
+			p.done()
+			return err
+		}
+		err = w.Write(rec)
+		rows += rec.NumRows()
+		rec.Release()
+		if err != nil {
+			w.Close()
+			os.Remove(tmp)
+			p.done()
+			return err
+		}
+		p.update("export over "+server, rows)
+	}
+	p.done()
+	if err := w.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	m, ok := <-manifest
+	if !ok {
+		os.Remove(tmp)
+		return fmt.Errorf("%s: the stream ended without a manifest", server)
+	}
+	if err := os.Rename(tmp, req.Out); err != nil {
+		return err
+	}
+	if err := os.WriteFile(trainingexport.ManifestPath(req.Out), []byte(m+"\n"), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(a.out, "%s: %d rows over %s; manifest %s\n", req.Out, rows, server, trainingexport.ManifestPath(req.Out))
+	return nil
 }

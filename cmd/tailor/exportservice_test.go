@@ -96,6 +96,20 @@ func TestExportServiceStreamsTheFileExport(t *testing.T) {
 		t.Errorf("snapshot %s recorded %s times", id, got)
 	}
 
+	// The CLI exports over the server into any format.
+	for _, ext := range []string{"csv", "parquet"} {
+		out := filepath.Join(dir, "over."+ext)
+		mustContain(t, c.ok("export", "--server", base, "--entities", ents, "--service", "svc", "--out", out), "6 rows over", out+".manifest.json")
+		if ext == "csv" && readFile(t, out) != readFile(t, want) {
+			t.Fatalf("export --server:\n%s\nwant\n%s", readFile(t, out), readFile(t, want))
+		}
+		if ext == "parquet" {
+			if _, got := toCSV(t, out); got != readFile(t, want) {
+				t.Fatalf("export --server to parquet:\n%s", got)
+			}
+		}
+	}
+
 	// Inline rows: the first two entity rows of the tour.
 	at := func(s string) *featurestorev1.Value {
 		ts, _ := time.Parse(time.RFC3339, s)
