@@ -27,6 +27,8 @@ type env struct {
 	srv    *chserver.Server
 	tailor string
 	client string
+	// pitLoaded: the point-in-time data is in bench (see loadPIT).
+	pitLoaded bool
 }
 
 var (

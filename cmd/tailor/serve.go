@@ -48,6 +48,7 @@ func (a *app) serveCmd() *cobra.Command {
 	var modelRefresh time.Duration
 	var nbaFile string
 	var maxBatch, intraOp int
+	var maxUpload bytesFlag = 1 << 30
 	var maxDelay time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -155,7 +156,7 @@ func (a *app) serveCmd() *cobra.Command {
 			expPath, expHandler := exportv1connect.NewExportServiceHandler(
 				exportserver.New(store, fs.Definitions, a.log),
 				connect.WithInterceptors(metrics.Interceptor()),
-				connect.WithReadMaxBytes(maxRequest))
+				connect.WithReadMaxBytes(int(maxUpload)))
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)
@@ -189,6 +190,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().IntVar(&maxRequest, "max-request-bytes", 16<<20, "largest request accepted")
 	cmd.Flags().Var(&onlineMemory, "online-memory", "memory budget of the online tier, e.g. 512MiB, 1GiB")
 	cmd.Flags().BoolVar(&warmStart, "warm-start", true, "fill the online tier from ClickHouse, up to its budget, before reporting ready")
+	cmd.Flags().Var(&maxUpload, "max-upload", "largest entity file an ExportService request may carry, e.g. 512MiB")
 	cmd.Flags().IntVar(&maxBatch, "max-batch", 1, "rows per ONNX Runtime run when requests are batched dynamically, for models whose metadata does not say (1: no batching)")
 	cmd.Flags().DurationVar(&maxDelay, "max-queue-delay", 500*time.Microsecond, "how long a request may wait for others to batch with (a full batch never waits)")
 	cmd.Flags().IntVar(&intraOp, "intra-op-threads", 1, "ONNX Runtime threads inside one run, for models whose metadata does not say (0: one per core)")
