@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/tablefile"
+	"github.com/tailorhq/tailor/registry"
+	trainingexport "github.com/tailorhq/tailor/training-export"
+)
+
+func (a *app) scoreCmd() *cobra.Command {
+	var req trainingexport.ScoreRequest
+	var at string
+	cmd := &cobra.Command{
+		Use:   "score --model NAME@alias (--entities FILE | --entities-sql SQL) --at TIME --out FILE",
+		Short: "Score a whole population with a registered model at one instant",
+		Long: "score reads every entity's point-in-time features at --at (as of a snapshot watermark), runs\n" +
+			"the model on ONNX Runtime batch by batch, and writes the entity columns, the model and version,\n" +
+			"and one column per output value (output__label) to --out (Parquet, CSV or Arrow IPC).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			t, err := tablefile.ParseTimestamp(at)
+			if err != nil {
+				return fmt.Errorf("--at: %w", err)
+			}
+			req.At = t
+			return a.withApplied(ctx, func(store *offline.Store, av *offline.AppliedVersion) error {
+				reg, err := registry.New(ctx, store.Conn(), store.Database(), inspectModel, a.log)
+				if err != nil {
+					return err
+				}
+				p := newProgress(a.errOut)
+				req.Progress = p.update
+				res, err := trainingexport.Score(ctx, store, reg, av.Repo, req)
+				p.done()
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.out, "%s: %d entities scored by %s:%d at %s (features as of %s) in %s (%.0f rows/s)\n",
+					req.Out, res.Rows, res.Model, res.Version, req.At.Format(time.RFC3339), res.Watermark.Format(time.RFC3339),
+					res.Duration.Round(time.Millisecond), float64(res.Rows)/max(res.Duration.Seconds(), 1e-9))
+				return nil
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&req.Model, "model", "", "model: name, name@alias or name:version")
+	f.StringVar(&req.EntitiesFile, "entities", "", "entity file (CSV, Parquet or Arrow IPC) of join keys and any carried columns")
+	f.StringVar(&req.EntitiesFormat, "entities-format", "", "entity file format (default: from the extension)")
+	f.StringVar(&req.EntitiesSQL, "entities-sql", "", "take the entity rows from this ClickHouse query instead of a file")
+	f.StringVar(&at, "at", "", "the instant to score at: RFC 3339, YYYY-MM-DD or Unix seconds")
+	f.StringVar(&req.Out, "out", "", "output file")
+	f.StringVar(&req.Format, "format", "", "output format: parquet, arrow or csv (default: from --out's extension)")
+	return cmd
+}

@@ -1,0 +1,363 @@
+package trainingexport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/tablefile"
+	"github.com/tailorhq/tailor/registry"
+	"github.com/tailorhq/tailor/serving/assemble"
+	"github.com/tailorhq/tailor/serving/models"
+	"github.com/tailorhq/tailor/serving/onnxrt"
+)
+
+// Models is what scoring needs of the model registry.
+type Models interface {
+	Resolve(ctx context.Context, ref string) (*registry.Version, error)
+	Artifact(ctx context.Context, v *registry.Version) ([]byte, error)
+}
+
+// ScoreRequest describes a batch scoring run.
+type ScoreRequest struct {
+	// Model is name, name@alias or name:version.
+	Model string
+	// The entity rows (join keys; other columns are carried through): a
+	// file, or a ClickHouse query.
+	EntitiesFile, EntitiesFormat, EntitiesSQL string
+	// At is the instant every entity is scored at (point in time).
+	At time.Time
+	// Out is the result file (Parquet, CSV or Arrow IPC by extension or
+	// Format); it appears only once complete.
+	Out, Format string
+	// Progress, when set, is told how far each stage got.
+	Progress func(stage string, rows int64)
+}
+
+// ScoreResult summarises a scoring run.
+type ScoreResult struct {
+	Rows      int64
+	Model     string
+	Version   int64
+	Watermark time.Time
+	Duration  time.Duration
+}
+
+// scoreTS is the timestamp column added to the entity rows.
+const scoreTS = "__tailor_score_at"
+
+// Score computes a model's outputs for every entity at req.At: the
+// features are the point-in-time values at that instant (read as of a
+// snapshot watermark), assembled as the model's metadata says and run on
+// ONNX Runtime batch by batch, so memory stays flat in the population's
+// size. The output has the entity columns, the model and version, and one
+// column per output value (output__label when labelled).
+func Score(ctx context.Context, store *offline.Store, reg Models, repo *definitions.Repo, req ScoreRequest) (ScoreResult, error) {
+	start := time.Now()
+	if req.Out == "" {
+		return ScoreResult{}, errors.New("no output file: pass --out FILE")
+	}
+	if req.At.IsZero() {
+		return ScoreResult{}, errors.New("no instant: pass --at TIME")
+	}
+	outFormat, err := tablefile.DetectFormat(req.Out, req.Format)
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	v, err := reg.Resolve(ctx, req.Model)
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	plan, err := assemble.Compile(v.Spec, repo)
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	if len(plan.Refs) == 0 {
+		return ScoreResult{}, fmt.Errorf("model %s:%d reads no features; batch scoring fills features only", v.Name, v.Version)
+	}
+	b, err := reg.Artifact(ctx, v)
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	if err := onnxrt.Init(""); err != nil {
+		return ScoreResult{}, err
+	}
+	sess, err := onnxrt.NewSession(b, onnxrt.SessionOptions{})
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	defer sess.Close()
+
+	keys, err := offline.JoinKeys(repo, plan.Refs)
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	opt := offline.EntityOptions{TimestampColumn: scoreTS, JoinKeys: keys}
+	var set *offline.EntitySet
+	switch {
+	case req.EntitiesSQL != "" && req.EntitiesFile != "":
+		return ScoreResult{}, errors.New("pass either --entities or --entities-sql, not both")
+	case req.EntitiesSQL != "":
+		set, err = store.EntitiesFromSQL(ctx, fmt.Sprintf("SELECT *, toDateTime(%d) AS %s FROM (%s)", req.At.Unix(), scoreTS, req.EntitiesSQL), opt)
+	case req.EntitiesFile != "":
+		set, err = uploadAt(ctx, store, req, opt)
+	default:
+		return ScoreResult{}, errors.New("no entity rows: pass --entities FILE or --entities-sql QUERY")
+	}
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	defer set.Drop(ctx)
+	watermark, err := store.SnapshotWatermark(ctx)
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	ret, err := store.Retrieve(ctx, repo, set, plan.Refs, offline.RetrieveOptions{FullNames: true, StoredBefore: watermark, BatchRows: 4096})
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	defer ret.Close()
+
+	derived, err := assemble.DeriveContext(nil, req.At)
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	nEntity := len(ret.Schema().Fields()) - len(plan.Refs)
+	var w tablefile.Writer
+	var outSchema *arrow.Schema
+	tmp := filepath.Join(filepath.Dir(req.Out), "."+filepath.Base(req.Out)+".scoring")
+	defer os.Remove(tmp)
+	var rows int64
+	for {
+		rec, err := ret.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return ScoreResult{}, err
+		}
+		n := int(rec.NumRows())
+		batch := make([]assemble.Row, n)
+		for i := range batch {
+			batch[i] = assemble.Row{Features: make([]any, len(plan.Refs)), Context: derived}
+			for j, r := range plan.Refs {
+				val, err := offline.CellValue(rec.Column(nEntity+j), i, r.Type)
+				if err != nil {
+					rec.Release()
+					return ScoreResult{}, fmt.Errorf("feature %s: %w", r, err)
+				}
+				batch[i].Features[j] = val
+			}
+		}
+		outs, err := sess.Run(ctx, models.ToRuntime(plan.Fill(batch)))
+		if err != nil {
+			rec.Release()
+			return ScoreResult{}, fmt.Errorf("model %s:%d: %w", v.Name, v.Version, err)
+		}
+		if w == nil {
+			outSchema = scoreSchema(rec.Schema(), nEntity, v.Spec, outs)
+			if w, err = tablefile.Create(tmp, outFormat, outSchema, tablefile.WriteOptions{}); err != nil {
+				rec.Release()
+				return ScoreResult{}, err
+			}
+		}
+		out := scoreRecord(outSchema, rec, nEntity, v, outs, n)
+		rec.Release()
+		err = w.Write(out)
+		out.Release()
+		if err != nil {
+			return ScoreResult{}, fmt.Errorf("write %s: %w", req.Out, err)
+		}
+		rows += int64(n)
+		if req.Progress != nil {
+			req.Progress("score "+v.Name, rows)
+		}
+	}
+	if w == nil {
+		return ScoreResult{}, errors.New("no entity rows to score")
+	}
+	if err := w.Close(); err != nil {
+		return ScoreResult{}, err
+	}
+	if err := os.Rename(tmp, req.Out); err != nil {
+		return ScoreResult{}, err
+	}
+	return ScoreResult{Rows: rows, Model: v.Name, Version: v.Version, Watermark: watermark, Duration: time.Since(start)}, nil
+}
+
+// uploadAt uploads an entity file with the scoring instant added as its
+// timestamp column.
+func uploadAt(ctx context.Context, store *offline.Store, req ScoreRequest, opt offline.EntityOptions) (*offline.EntitySet, error) {
+	f, err := tablefile.DetectFormat(req.EntitiesFile, req.EntitiesFormat)
+	if err != nil {
+		return nil, err
+	}
+	r, err := tablefile.Open(req.EntitiesFile, f, tablefile.ReadOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	opt.InferTypes = f == tablefile.CSV
+	return store.UploadEntities(ctx, req.EntitiesFile, &withInstant{src: r, at: req.At}, opt)
+}
+
+// withInstant adds a constant timestamp column to every batch.
+type withInstant struct {
+	src    offline.RecordSource
+	at     time.Time
+	schema *arrow.Schema
+}
+
+var tsType = &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
+
+func (w *withInstant) Schema() *arrow.Schema {
+	if w.schema == nil {
+		fields := append(append([]arrow.Field{}, w.src.Schema().Fields()...), arrow.Field{Name: scoreTS, Type: tsType})
+		w.schema = arrow.NewSchema(fields, nil)
+	}
+	return w.schema
+}
+
+func (w *withInstant) Next() (arrow.RecordBatch, error) {
+	rec, err := w.src.Next()
+	if err != nil {
+		return nil, err
+	}
+	b := array.NewTimestampBuilder(memory.DefaultAllocator, tsType)
+	defer b.Release()
+	for range rec.NumRows() {
+		b.Append(arrow.Timestamp(w.at.UnixMicro()))
+	}
+	col := b.NewArray()
+	defer col.Release()
+	cols := append(append([]arrow.Array{}, rec.Columns()...), col)
+	out := array.NewRecordBatch(w.Schema(), cols, rec.NumRows())
+	rec.Release()
+	return out, nil
+}
+
+// scoreSchema is the output: entity columns (without the instant), model,
+// version, then the outputs' values.
+func scoreSchema(in *arrow.Schema, nEntity int, spec *registry.Spec, outs []onnxrt.Tensor) *arrow.Schema {
+	var fields []arrow.Field
+	for _, f := range in.Fields()[:nEntity] {
+		if f.Name != scoreTS {
+			fields = append(fields, f)
+		}
+	}
+	fields = append(fields, arrow.Field{Name: "model", Type: arrow.BinaryTypes.String}, arrow.Field{Name: "model_version", Type: arrow.PrimitiveTypes.Int64})
+	for _, name := range outputColumns(spec, outs) {
+		fields = append(fields, arrow.Field{Name: name, Type: arrow.PrimitiveTypes.Float64})
+	}
+	return arrow.NewSchema(fields, nil)
+}
+
+// outputColumns names one column per value of each numeric output.
+func outputColumns(spec *registry.Spec, outs []onnxrt.Tensor) []string {
+	labels := map[string][]string{}
+	for _, o := range spec.Outputs {
+		labels[o.Name] = o.Labels
+	}
+	var names []string
+	for _, t := range outs {
+		width := 1
+		for _, d := range t.Shape[min(1, len(t.Shape)):] {
+			width *= int(d)
+		}
+		ls := labels[t.Name]
+		switch {
+		case t.Maps != nil:
+			for _, l := range ls {
+				names = append(names, t.Name+"__"+l)
+			}
+		case t.Float32 != nil || t.Float64 != nil || t.Int64 != nil || t.Int32 != nil:
+			for k := range width {
+				if len(ls) == width {
+					names = append(names, t.Name+"__"+ls[k])
+				} else {
+					names = append(names, fmt.Sprintf("%s__%d", t.Name, k))
+				}
+			}
+		}
+	}
+	return names
+}
+
+func scoreRecord(schema *arrow.Schema, rec arrow.RecordBatch, nEntity int, v *registry.Version, outs []onnxrt.Tensor, n int) arrow.RecordBatch {
+	var cols []arrow.Array
+	for i := 0; i < nEntity; i++ {
+		if rec.Schema().Field(i).Name == scoreTS {
+			continue
+		}
+		c := rec.Column(i)
+		c.Retain()
+		cols = append(cols, c)
+	}
+	mb := array.NewStringBuilder(memory.DefaultAllocator)
+	vb := array.NewInt64Builder(memory.DefaultAllocator)
+	for range n {
+		mb.Append(v.Name)
+		vb.Append(v.Version)
+	}
+	cols = append(cols, mb.NewArray(), vb.NewArray())
+	mb.Release()
+	vb.Release()
+	labels := map[string][]string{}
+	for _, o := range v.Spec.Outputs {
+		labels[o.Name] = o.Labels
+	}
+	for _, t := range outs {
+		width := 1
+		for _, d := range t.Shape[min(1, len(t.Shape)):] {
+			width *= int(d)
+		}
+		value := func(i, k int) float64 {
+			switch {
+			case t.Float32 != nil:
+				return float64(t.Float32[i*width+k])
+			case t.Float64 != nil:
+				return t.Float64[i*width+k]
+			case t.Int64 != nil:
+				return float64(t.Int64[i*width+k])
+			case t.Int32 != nil:
+				return float64(t.Int32[i*width+k])
+			}
+			return 0
+		}
+		switch {
+		case t.Maps != nil:
+			for _, l := range labels[t.Name] {
+				fb := array.NewFloat64Builder(memory.DefaultAllocator)
+				for i := range n {
+					fb.Append(float64(t.Maps[i][l]))
+				}
+				cols = append(cols, fb.NewArray())
+				fb.Release()
+			}
+		case t.Float32 != nil || t.Float64 != nil || t.Int64 != nil || t.Int32 != nil:
+			for k := range width {
+				fb := array.NewFloat64Builder(memory.DefaultAllocator)
+				for i := range n {
+					fb.Append(value(i, k))
+				}
+				cols = append(cols, fb.NewArray())
+				fb.Release()
+			}
+		}
+	}
+	out := array.NewRecordBatch(schema, cols, int64(n))
+	for _, c := range cols {
+		c.Release()
+	}
+	return out
+}
