@@ -1,0 +1,101 @@
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/registry"
+	"github.com/tailorhq/tailor/serving/onnxrt"
+)
+
+// scoreSpec feeds next_product.onnx from three features of the PIT data's
+// cust view; the other nine inputs take their defaults.
+func scoreSpec() string {
+	elems := []string{`{feature: "cust:orders"}`, `{feature: "cust:spend"}`, `{feature: "cust:opt_in"}`}
+	for i := range 9 {
+		elems = append(elems, fmt.Sprintf("{request: r%d}", i))
+	}
+	return "name: scorer\ninputs:\n  - name: features\n    elements: [" + strings.Join(elems, ", ") + "]\noutputs:\n  - name: probabilities\n    labels: [p1, p2, p3, p4, p5, p6, p7, p8]\n"
+}
+
+// BenchmarkScore scores 1M customers with `tailor score` (point-in-time
+// features of the cust view at one instant, next_product.onnx, Parquet
+// out) against the floor of bare ONNX Runtime batch inference of a 1M x
+// 12 feature matrix in batches of the same size, in the same run, and
+// reports tailor's peak RSS. Issue 6's target: at least 0.5x the floor's
+// rows/s.
+func BenchmarkScore(b *testing.B) {
+	e := setup(b)
+	e.applyRepo(b)
+	e.loadPIT(b)
+	ctx := context.Background()
+	if err := onnxrt.Init(""); err != nil {
+		b.Skip(err)
+	}
+	model, err := os.ReadFile(filepath.Join("..", "serving", "testdata", "models", "next_product.onnx"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := offline.Open(ctx, e.srv.DSN(), offline.Options{Database: "bench", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	av, err := store.Applied(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg, err := registry.New(ctx, store.Conn(), "bench", func(m []byte) ([]registry.Tensor, []registry.Tensor, error) {
+		in, out, err := onnxrt.Inspect(m)
+		conv := func(ts []onnxrt.TensorInfo) (r []registry.Tensor) {
+			for _, t := range ts {
+				r = append(r, registry.Tensor{Name: t.Name, Kind: t.Kind, Type: string(t.Type), KeyType: string(t.KeyType), Shape: t.Shape})
+			}
+			return r
+		}
+		return conv(in), conv(out), err
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := reg.Register(ctx, "model.yaml", []byte(scoreSpec()), model, av.Repo, "bench"); err != nil {
+		b.Fatal(err)
+	}
+	const rows, batch = 1_000_000, 4096
+	sess, err := onnxrt.NewSession(model, onnxrt.SessionOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sess.Close()
+	matrix := make([]float32, batch*12)
+	for i := range matrix {
+		matrix[i] = float32(i%97) / 97
+	}
+	b.ResetTimer()
+	for range b.N {
+		floor := timed(func() {
+			for done := 0; done < rows; done += batch {
+				n := min(batch, rows-done)
+				if _, err := sess.Run(ctx, []onnxrt.Tensor{{Name: "features", Shape: []int64{int64(n), 12}, Float32: matrix[:n*12]}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		r := e.tailorRun(b, "score", "--model", "scorer", "--entities-sql", fmt.Sprintf("SELECT concat('c', toString(number)) AS customer_id FROM numbers(%d)", rows),
+			"--at", time.Unix(pitBase+5_000_000, 0).UTC().Format(time.RFC3339), "--out", filepath.Join(e.dir, "scores.parquet"))
+		rate, floorRate := rows/r.wall.Seconds(), rows/floor.Seconds()
+		b.ReportMetric(rate, "score_rows/s")
+		b.ReportMetric(floorRate, "bare_onnx_rows/s")
+		b.ReportMetric(rate/floorRate, "ratio_vs_floor")
+		b.ReportMetric(float64(r.peakRSS)/(1<<20), "peak_RSS_MB")
+		b.Logf("score 1M customers on %s: tailor score %.0f rows/s (%.1fs), bare ONNX Runtime batches %.0f rows/s: ratio %.2fx (target >= 0.5x); peak RSS %d MB",
+			machine(), rate, r.wall.Seconds(), floorRate, rate/floorRate, r.peakRSS>>20)
+	}
+}
