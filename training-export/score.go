@@ -40,6 +40,10 @@ type ScoreRequest struct {
 	// Out is the result file (Parquet, CSV or Arrow IPC by extension or
 	// Format); it appears only once complete.
 	Out, Format string
+	// Table, instead of Out, is a ClickHouse table ("name" in tailor's
+	// database, or "db.name") the scores replace, swapped in only once
+	// every row is stored.
+	Table string
 	// Progress, when set, is told how far each stage got.
 	Progress func(stage string, rows int64)
 }
@@ -64,15 +68,18 @@ const scoreTS = "__tailor_score_at"
 // column per output value (output__label when labelled).
 func Score(ctx context.Context, store *offline.Store, reg Models, repo *definitions.Repo, req ScoreRequest) (ScoreResult, error) {
 	start := time.Now()
-	if req.Out == "" {
-		return ScoreResult{}, errors.New("no output file: pass --out FILE")
+	if (req.Out == "") == (req.Table == "") {
+		return ScoreResult{}, errors.New("pass --out FILE or --table NAME")
 	}
 	if req.At.IsZero() {
 		return ScoreResult{}, errors.New("no instant: pass --at TIME")
 	}
-	outFormat, err := tablefile.DetectFormat(req.Out, req.Format)
-	if err != nil {
-		return ScoreResult{}, err
+	var outFormat tablefile.Format
+	if req.Out != "" {
+		var err error
+		if outFormat, err = tablefile.DetectFormat(req.Out, req.Format); err != nil {
+			return ScoreResult{}, err
+		}
 	}
 	v, err := reg.Resolve(ctx, req.Model)
 	if err != nil {
@@ -135,8 +142,19 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	nEntity := len(ret.Schema().Fields()) - len(plan.Refs)
 	var w tablefile.Writer
 	var outSchema *arrow.Schema
+	var table *tableSink
+	if req.Table != "" {
+		table = newTableSink(ctx, store, req.Table)
+		defer func() {
+			if !table.committed {
+				table.abort()
+			}
+		}()
+	}
 	tmp := filepath.Join(filepath.Dir(req.Out), "."+filepath.Base(req.Out)+".scoring")
-	defer os.Remove(tmp)
+	if req.Out != "" {
+		defer os.Remove(tmp)
+	}
 	var rows int64
 	for {
 		rec, err := ret.Next()
@@ -164,16 +182,22 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 			rec.Release()
 			return ScoreResult{}, fmt.Errorf("model %s:%d: %w", v.Name, v.Version, err)
 		}
-		if w == nil {
+		if outSchema == nil {
 			outSchema = scoreSchema(rec.Schema(), nEntity, v.Spec, outs)
-			if w, err = tablefile.Create(tmp, outFormat, outSchema, tablefile.WriteOptions{}); err != nil {
-				rec.Release()
-				return ScoreResult{}, err
+			if table == nil {
+				if w, err = tablefile.Create(tmp, outFormat, outSchema, tablefile.WriteOptions{}); err != nil {
+					rec.Release()
+					return ScoreResult{}, err
+				}
 			}
 		}
 		out := scoreRecord(outSchema, rec, nEntity, v, outs, n)
 		rec.Release()
-		err = w.Write(out)
+		if table != nil {
+			err = table.write(out)
+		} else {
+			err = w.Write(out)
+		}
 		out.Release()
 		if err != nil {
 			return ScoreResult{}, fmt.Errorf("write %s: %w", req.Out, err)
@@ -183,14 +207,21 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 			req.Progress("score "+v.Name, rows)
 		}
 	}
-	if w == nil {
+	if outSchema == nil {
 		return ScoreResult{}, errors.New("no entity rows to score")
 	}
-	if err := w.Close(); err != nil {
-		return ScoreResult{}, err
-	}
-	if err := os.Rename(tmp, req.Out); err != nil {
-		return ScoreResult{}, err
+	if table != nil {
+		if err := table.commit(); err != nil {
+			return ScoreResult{}, err
+		}
+		table.committed = true
+	} else {
+		if err := w.Close(); err != nil {
+			return ScoreResult{}, err
+		}
+		if err := os.Rename(tmp, req.Out); err != nil {
+			return ScoreResult{}, err
+		}
 	}
 	return ScoreResult{Rows: rows, Model: v.Name, Version: v.Version, Watermark: watermark, Duration: time.Since(start)}, nil
 }

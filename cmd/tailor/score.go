@@ -16,7 +16,7 @@ func (a *app) scoreCmd() *cobra.Command {
 	var req trainingexport.ScoreRequest
 	var at string
 	cmd := &cobra.Command{
-		Use:   "score --model NAME@alias (--entities FILE | --entities-sql SQL) --at TIME --out FILE",
+		Use:   "score --model NAME@alias (--entities FILE | --entities-sql SQL) --at TIME (--out FILE | --table NAME)",
 		Short: "Score a whole population with a registered model at one instant",
 		Long: "score reads every entity's point-in-time features at --at (as of a snapshot watermark), runs\n" +
 			"the model on ONNX Runtime batch by batch, and writes the entity columns, the model and version,\n" +
@@ -41,8 +41,12 @@ func (a *app) scoreCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				dest := req.Out
+				if dest == "" {
+					dest = "table " + req.Table
+				}
 				fmt.Fprintf(a.out, "%s: %d entities scored by %s:%d at %s (features as of %s) in %s (%.0f rows/s)\n",
-					req.Out, res.Rows, res.Model, res.Version, req.At.Format(time.RFC3339), res.Watermark.Format(time.RFC3339),
+					dest, res.Rows, res.Model, res.Version, req.At.Format(time.RFC3339), res.Watermark.Format(time.RFC3339),
 					res.Duration.Round(time.Millisecond), float64(res.Rows)/max(res.Duration.Seconds(), 1e-9))
 				return nil
 			})
@@ -55,6 +59,7 @@ func (a *app) scoreCmd() *cobra.Command {
 	f.StringVar(&req.EntitiesSQL, "entities-sql", "", "take the entity rows from this ClickHouse query instead of a file")
 	f.StringVar(&at, "at", "", "the instant to score at: RFC 3339, YYYY-MM-DD or Unix seconds")
 	f.StringVar(&req.Out, "out", "", "output file")
+	f.StringVar(&req.Table, "table", "", "write to this ClickHouse table instead (name or db.name), replaced atomically when complete")
 	f.StringVar(&req.Format, "format", "", "output format: parquet, arrow or csv (default: from --out's extension)")
 	return cmd
 }

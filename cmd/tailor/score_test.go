@@ -86,6 +86,23 @@ func TestScoreMatchesOnlinePredict(t *testing.T) {
 			}
 		}
 	}
+	// To a ClickHouse table: the same scores; a second run replaces them.
+	for range 2 {
+		mustContain(t, c.ok("score", "--model", "next_product@champion", "--entities", ents, "--at", at.Format(time.RFC3339), "--table", "scores"), "table scores: 6 entities")
+	}
+	got := strings.TrimSpace(c.sql("SELECT customer_id, model, model_version, probabilities__p1 FROM " + c.db + ".scores ORDER BY customer_id"))
+	if lines := strings.Split(got, "\n"); len(lines) != len(instances) || !strings.HasPrefix(lines[0], "c0\tnext_product\t1\t") {
+		t.Fatalf("scores table:\n%s", got)
+	}
+	if n := strings.TrimSpace(c.sql("SELECT count() FROM system.tables WHERE database = '" + c.db + "' AND name LIKE '_stage_scores_%'")); n != "0" {
+		t.Fatalf("%s staging tables left behind", n)
+	}
+	// A failing run (here an unknown model) leaves the table as it was.
+	c.fails("score", "--model", "nope", "--entities", ents, "--at", at.Format(time.RFC3339), "--table", "scores")
+	if after := strings.TrimSpace(c.sql("SELECT customer_id, model, model_version, probabilities__p1 FROM " + c.db + ".scores ORDER BY customer_id")); after != got {
+		t.Fatalf("a failed run changed the table")
+	}
+
 	// Bad requests name the problem.
 	mustContain(t, c.fails("score", "--model", "nope", "--entities", ents, "--at", "2025-01-01", "--out", out), `"nope"`)
 	mustContain(t, c.fails("score", "--model", "next_product", "--entities", ents, "--at", "later", "--out", out), "--at")

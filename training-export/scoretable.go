@@ -1,0 +1,184 @@
+package trainingexport
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/tailorhq/tailor/featurestore/offline"
+)
+
+// tableSink writes scores into a staging table and swaps it in for the
+// target only when every row is stored, so a failure midway leaves the
+// target as it was and a rerun is safe.
+type tableSink struct {
+	store         *offline.Store
+	db, table     string
+	stage         string
+	cols          []string
+	created       bool
+	committed     bool
+	ctx           context.Context
+	schema        *arrow.Schema
+	columnBuilder []func(arrow.Array) (any, error)
+}
+
+func quote(name string) string { return "`" + strings.ReplaceAll(name, "`", "\\`") + "`" }
+
+// newTableSink prepares a sink into db.table (table may be "db.name").
+func newTableSink(ctx context.Context, store *offline.Store, table string) *tableSink {
+	db, name := store.Database(), table
+	if d, n, ok := strings.Cut(table, "."); ok {
+		db, name = d, n
+	}
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return &tableSink{store: store, db: db, table: name, stage: "_stage_scores_" + hex.EncodeToString(b), ctx: ctx}
+}
+
+func (t *tableSink) ref(name string) string { return quote(t.db) + "." + quote(name) }
+
+// create makes the staging table for schema.
+func (t *tableSink) create(schema *arrow.Schema) error {
+	var defs []string
+	for _, f := range schema.Fields() {
+		typ, conv, err := chColumn(f.Type)
+		if err != nil {
+			return fmt.Errorf("column %q: %w", f.Name, err)
+		}
+		defs = append(defs, quote(f.Name)+" "+typ)
+		t.cols = append(t.cols, quote(f.Name))
+		t.columnBuilder = append(t.columnBuilder, conv)
+	}
+	defs = append(defs, "`_inserted_at` DateTime DEFAULT now()")
+	if err := t.store.Conn().Exec(t.ctx, fmt.Sprintf("CREATE TABLE %s (%s) ENGINE = MergeTree ORDER BY tuple()", t.ref(t.stage), strings.Join(defs, ", "))); err != nil {
+		return fmt.Errorf("create staging table: %w", err)
+	}
+	t.created, t.schema = true, schema
+	return nil
+}
+
+func (t *tableSink) write(rec arrow.RecordBatch) error {
+	if !t.created {
+		if err := t.create(rec.Schema()); err != nil {
+			return err
+		}
+	}
+	b, err := t.store.Conn().PrepareBatch(t.ctx, fmt.Sprintf("INSERT INTO %s (%s)", t.ref(t.stage), strings.Join(t.cols, ", ")))
+	if err != nil {
+		return err
+	}
+	for i, conv := range t.columnBuilder {
+		vals, err := conv(rec.Column(i))
+		if err != nil {
+			b.Abort()
+			return fmt.Errorf("column %s: %w", t.cols[i], err)
+		}
+		if err := b.Column(i).Append(vals); err != nil {
+			b.Abort()
+			return fmt.Errorf("column %s: %w", t.cols[i], err)
+		}
+	}
+	return b.Send()
+}
+
+// commit swaps the staging table in for the target.
+func (t *tableSink) commit() error {
+	conn := t.store.Conn()
+	var exists uint8
+	if err := conn.QueryRow(t.ctx, "EXISTS TABLE "+t.ref(t.table)).Scan(&exists); err != nil {
+		return err
+	}
+	if exists == 0 {
+		return conn.Exec(t.ctx, fmt.Sprintf("RENAME TABLE %s TO %s", t.ref(t.stage), t.ref(t.table)))
+	}
+	old := t.stage + "_old"
+	if err := conn.Exec(t.ctx, fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", t.ref(t.table), t.ref(old), t.ref(t.stage), t.ref(t.table))); err != nil {
+		return fmt.Errorf("swap in %s.%s: %w", t.db, t.table, err)
+	}
+	return conn.Exec(t.ctx, "DROP TABLE IF EXISTS "+t.ref(old))
+}
+
+// abort drops the staging table.
+func (t *tableSink) abort() {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 30*time.Second)
+	defer cancel()
+	_ = t.store.Conn().Exec(ctx, "DROP TABLE IF EXISTS "+t.ref(t.stage))
+}
+
+// chColumn is the ClickHouse type of an output column and the conversion
+// of an Arrow array to what the driver appends.
+func chColumn(dt arrow.DataType) (string, func(arrow.Array) (any, error), error) {
+	switch dt.ID() {
+	case arrow.STRING:
+		return "Nullable(String)", func(a arrow.Array) (any, error) {
+			x := a.(*array.String)
+			out := make([]*string, x.Len())
+			for i := range out {
+				if x.IsValid(i) {
+					v := x.Value(i)
+					out[i] = &v
+				}
+			}
+			return out, nil
+		}, nil
+	case arrow.INT64:
+		return "Nullable(Int64)", func(a arrow.Array) (any, error) {
+			x := a.(*array.Int64)
+			out := make([]*int64, x.Len())
+			for i := range out {
+				if x.IsValid(i) {
+					v := x.Value(i)
+					out[i] = &v
+				}
+			}
+			return out, nil
+		}, nil
+	case arrow.FLOAT64:
+		return "Nullable(Float64)", func(a arrow.Array) (any, error) {
+			x := a.(*array.Float64)
+			out := make([]*float64, x.Len())
+			for i := range out {
+				if x.IsValid(i) {
+					v := x.Value(i)
+					out[i] = &v
+				}
+			}
+			return out, nil
+		}, nil
+	case arrow.BOOL:
+		return "Nullable(UInt8)", func(a arrow.Array) (any, error) {
+			x := a.(*array.Boolean)
+			out := make([]*uint8, x.Len())
+			for i := range out {
+				if x.IsValid(i) {
+					v := uint8(0)
+					if x.Value(i) {
+						v = 1
+					}
+					out[i] = &v
+				}
+			}
+			return out, nil
+		}, nil
+	case arrow.TIMESTAMP:
+		return "Nullable(DateTime)", func(a arrow.Array) (any, error) {
+			x := a.(*array.Timestamp)
+			out := make([]*time.Time, x.Len())
+			for i := range out {
+				if x.IsValid(i) {
+					v := time.UnixMicro(int64(x.Value(i))).UTC()
+					out[i] = &v
+				}
+			}
+			return out, nil
+		}, nil
+	}
+	return "", nil, fmt.Errorf("%s columns cannot go to a ClickHouse table here", dt)
+}
