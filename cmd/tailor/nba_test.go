@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -252,6 +253,41 @@ fallback: {products: [p8, p7, p6, p5, p4, p3], channel: email, send_after: 2d}
 			t.Fatalf("prediction log after 5s:\n%s", got)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Batch scoring gives every customer the answer the online service
+	// gives at the same instant.
+	now := time.Now().UTC().Truncate(time.Second)
+	ents := filepath.Join(dir, "customers.csv")
+	writeFile(t, ents, "customer_id\nc1\nstranger\n")
+	batchOut := filepath.Join(dir, "nba.csv")
+	mustContain(t, c.ok("score", "--next-best-action", "--nba", filepath.Join(dir, "nba.yaml"), "--k", "3", "--entities", ents,
+		"--at", now.Format(time.RFC3339), "--out", batchOut), "next best action for 2 entities")
+	lines := strings.Split(strings.TrimSpace(readFile(t, batchOut)), "\n")
+	if lines[0] != "customer_id,products,product_scores,send_at,channel,fallback,fallback_reasons,models" || len(lines) != 3 {
+		t.Fatalf("batch answer:\n%s", readFile(t, batchOut))
+	}
+	for i, id := range []string{"c1", "stranger"} {
+		resp, err := client.NextBestAction(ctx, connect.NewRequest(&servingv1.NextBestActionRequest{
+			Entities: map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: id}}},
+			K:        3, RequestTime: timestamppb.New(now),
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps, ss, ms []string
+		for _, p := range resp.Msg.GetProducts() {
+			ps, ss = append(ps, p.GetLabel()), append(ss, strconv.FormatFloat(p.GetScore(), 'g', -1, 64))
+		}
+		for _, m := range resp.Msg.GetModels() {
+			ms = append(ms, fmt.Sprintf("%s:%d", m.GetName(), m.GetVersion()))
+		}
+		cells := strings.Split(lines[i+1], ",")
+		want := []string{id, strings.Join(ps, " "), strings.Join(ss, " "), resp.Msg.GetSendAt().AsTime().Format(time.RFC3339), resp.Msg.GetChannel(),
+			strconv.FormatBool(resp.Msg.GetFallback())}
+		if strings.Join(cells[:6], ",") != strings.Join(want, ",") || cells[len(cells)-1] != strings.Join(ms, " ") {
+			t.Errorf("%s: batch %v, online %v %v", id, cells, want, ms)
+		}
 	}
 
 	// A malformed key is the caller's error, not a fallback.

@@ -9,12 +9,15 @@ import (
 	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/featurestore/tablefile"
 	"github.com/tailorhq/tailor/registry"
+	"github.com/tailorhq/tailor/serving/nba"
 	trainingexport "github.com/tailorhq/tailor/training-export"
 )
 
 func (a *app) scoreCmd() *cobra.Command {
 	var req trainingexport.ScoreRequest
-	var at string
+	var at, nbaFile string
+	var nextBest bool
+	var k int
 	cmd := &cobra.Command{
 		Use:   "score --model NAME@alias (--entities FILE | --entities-sql SQL) --at TIME (--out FILE | --table NAME)",
 		Short: "Score a whole population with a registered model at one instant",
@@ -33,6 +36,30 @@ func (a *app) scoreCmd() *cobra.Command {
 				reg, err := registry.New(ctx, store.Conn(), store.Database(), inspectModel, a.log)
 				if err != nil {
 					return err
+				}
+				if nextBest {
+					if nbaFile == "" || req.Out == "" {
+						return fmt.Errorf("--next-best-action needs --nba FILE (the serving configuration) and --out FILE")
+					}
+					cfg, err := nba.LoadConfig(nbaFile)
+					if err != nil {
+						return err
+					}
+					if err := cfg.Check(av.Repo); err != nil {
+						return fmt.Errorf("%s: %w", nbaFile, err)
+					}
+					p := newProgress(a.errOut)
+					res, err := trainingexport.ScoreNextBestAction(ctx, store, reg, av.Repo, trainingexport.NBARequest{
+						Config: cfg, K: k, EntitiesFile: req.EntitiesFile, EntitiesFormat: req.EntitiesFormat, EntitiesSQL: req.EntitiesSQL,
+						At: req.At, Out: req.Out, Format: req.Format, Progress: p.update,
+					})
+					p.done()
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(a.out, "%s: next best action for %d entities at %s (features as of %s) in %s\n",
+						req.Out, res.Rows, req.At.Format(time.RFC3339), res.Watermark.Format(time.RFC3339), res.Duration.Round(time.Millisecond))
+					return nil
 				}
 				p := newProgress(a.errOut)
 				req.Progress = p.update
@@ -60,6 +87,9 @@ func (a *app) scoreCmd() *cobra.Command {
 	f.StringVar(&at, "at", "", "the instant to score at: RFC 3339, YYYY-MM-DD or Unix seconds")
 	f.StringVar(&req.Out, "out", "", "output file")
 	f.StringVar(&req.Table, "table", "", "write to this ClickHouse table instead (name or db.name), replaced atomically when complete")
+	f.BoolVar(&nextBest, "next-best-action", false, "answer the full next best action per entity (products, send time, channel) as the online NextBestAction would")
+	f.StringVar(&nbaFile, "nba", "", "with --next-best-action: the next-best-action configuration (as for tailor serve --nba)")
+	f.IntVar(&k, "k", 5, "with --next-best-action: products per entity")
 	f.StringVar(&req.Format, "format", "", "output format: parquet, arrow or csv (default: from --out's extension)")
 	return cmd
 }
