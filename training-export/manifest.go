@@ -37,6 +37,10 @@ type Manifest struct {
 	Format    string       `json:"format"`
 	// ContentSHA256 is the hash of the exported file's bytes.
 	ContentSHA256 string `json:"content_sha256"`
+	// Model is the model version a scoring run used (name:version).
+	Model string `json:"model,omitempty"`
+	// At is the instant a scoring run scored at.
+	At *time.Time `json:"at,omitempty"`
 	// Unversioned lists views read as they were, not as of the watermark
 	// (external tables without insertion times): a reproduction may
 	// differ where they changed.

@@ -40,6 +40,9 @@ type ScoreRequest struct {
 	// Out is the result file (Parquet, CSV or Arrow IPC by extension or
 	// Format); it appears only once complete.
 	Out, Format string
+	// DefinitionsVersion is the applied version repo is, for the record of
+	// the run.
+	DefinitionsVersion uint64
 	// Table, instead of Out, is a ClickHouse table ("name" in tailor's
 	// database, or "db.name") the scores replace, swapped in only once
 	// every row is stored.
@@ -50,11 +53,14 @@ type ScoreRequest struct {
 
 // ScoreResult summarises a scoring run.
 type ScoreResult struct {
-	Rows      int64
-	Model     string
-	Version   int64
-	Watermark time.Time
-	Duration  time.Duration
+	// SnapshotID names the run's record in tailor.snapshots; every output
+	// row carries it.
+	SnapshotID string
+	Rows       int64
+	Model      string
+	Version    int64
+	Watermark  time.Time
+	Duration   time.Duration
 }
 
 // scoreTS is the timestamp column added to the entity rows.
@@ -135,6 +141,7 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	}
 	defer ret.Close()
 
+	snapshotID := newSnapshotID(time.Now())
 	derived, err := assemble.DeriveContext(nil, req.At)
 	if err != nil {
 		return ScoreResult{}, err
@@ -191,7 +198,7 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 				}
 			}
 		}
-		out := scoreRecord(outSchema, rec, nEntity, v, outs, n)
+		out := scoreRecord(outSchema, rec, nEntity, v, outs, n, snapshotID)
 		rec.Release()
 		if table != nil {
 			err = table.write(out)
@@ -223,7 +230,27 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 			return ScoreResult{}, err
 		}
 	}
-	return ScoreResult{Rows: rows, Model: v.Name, Version: v.Version, Watermark: watermark, Duration: time.Since(start)}, nil
+	// The run's record: what was scored, by which version, as of when.
+	at := req.At.UTC()
+	m := &Manifest{SnapshotID: snapshotID, CreatedAt: time.Now().UTC(), Watermark: watermark, DefinitionsVersion: req.DefinitionsVersion,
+		Rows: rows, Format: string(outFormat), TailorVersion: tailorVersion(), Model: fmt.Sprintf("%s:%d", v.Name, v.Version), At: &at}
+	if req.Table != "" {
+		m.Format, m.File = "clickhouse", req.Table
+	} else {
+		m.File = filepath.Base(req.Out)
+	}
+	for _, r := range plan.Refs {
+		m.Features = append(m.Features, ManifestColumn{Ref: r.String(), Type: string(r.Type), Column: offline.OutputName(r, true)})
+	}
+	if req.EntitiesSQL != "" {
+		m.Entities = EntitySource{Kind: "sql", SQL: req.EntitiesSQL}
+	} else if sum, err := fileSHA256(req.EntitiesFile); err == nil {
+		m.Entities = EntitySource{Kind: "file", Path: req.EntitiesFile, Format: req.EntitiesFormat, SHA256: sum}
+	}
+	if err := m.write(ctx, store, ""); err != nil {
+		return ScoreResult{}, err
+	}
+	return ScoreResult{SnapshotID: snapshotID, Rows: rows, Model: v.Name, Version: v.Version, Watermark: watermark, Duration: time.Since(start)}, nil
 }
 
 // uploadAt uploads an entity file with the scoring instant added as its
@@ -286,7 +313,8 @@ func scoreSchema(in *arrow.Schema, nEntity int, spec *registry.Spec, outs []onnx
 			fields = append(fields, f)
 		}
 	}
-	fields = append(fields, arrow.Field{Name: "model", Type: arrow.BinaryTypes.String}, arrow.Field{Name: "model_version", Type: arrow.PrimitiveTypes.Int64})
+	fields = append(fields, arrow.Field{Name: "model", Type: arrow.BinaryTypes.String}, arrow.Field{Name: "model_version", Type: arrow.PrimitiveTypes.Int64},
+		arrow.Field{Name: "snapshot_id", Type: arrow.BinaryTypes.String})
 	for _, name := range outputColumns(spec, outs) {
 		fields = append(fields, arrow.Field{Name: name, Type: arrow.PrimitiveTypes.Float64})
 	}
@@ -324,7 +352,7 @@ func outputColumns(spec *registry.Spec, outs []onnxrt.Tensor) []string {
 	return names
 }
 
-func scoreRecord(schema *arrow.Schema, rec arrow.RecordBatch, nEntity int, v *registry.Version, outs []onnxrt.Tensor, n int) arrow.RecordBatch {
+func scoreRecord(schema *arrow.Schema, rec arrow.RecordBatch, nEntity int, v *registry.Version, outs []onnxrt.Tensor, n int, snapshotID string) arrow.RecordBatch {
 	var cols []arrow.Array
 	for i := 0; i < nEntity; i++ {
 		if rec.Schema().Field(i).Name == scoreTS {
@@ -336,13 +364,16 @@ func scoreRecord(schema *arrow.Schema, rec arrow.RecordBatch, nEntity int, v *re
 	}
 	mb := array.NewStringBuilder(memory.DefaultAllocator)
 	vb := array.NewInt64Builder(memory.DefaultAllocator)
+	sb := array.NewStringBuilder(memory.DefaultAllocator)
 	for range n {
 		mb.Append(v.Name)
 		vb.Append(v.Version)
+		sb.Append(snapshotID)
 	}
-	cols = append(cols, mb.NewArray(), vb.NewArray())
+	cols = append(cols, mb.NewArray(), vb.NewArray(), sb.NewArray())
 	mb.Release()
 	vb.Release()
+	sb.Release()
 	labels := map[string][]string{}
 	for _, o := range v.Spec.Outputs {
 		labels[o.Name] = o.Labels

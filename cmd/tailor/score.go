@@ -63,6 +63,7 @@ func (a *app) scoreCmd() *cobra.Command {
 				}
 				p := newProgress(a.errOut)
 				req.Progress = p.update
+				req.DefinitionsVersion = av.Version
 				res, err := trainingexport.Score(ctx, store, reg, av.Repo, req)
 				p.done()
 				if err != nil {
@@ -72,9 +73,9 @@ func (a *app) scoreCmd() *cobra.Command {
 				if dest == "" {
 					dest = "table " + req.Table
 				}
-				fmt.Fprintf(a.out, "%s: %d entities scored by %s:%d at %s (features as of %s) in %s (%.0f rows/s)\n",
+				fmt.Fprintf(a.out, "%s: %d entities scored by %s:%d at %s (features as of %s) in %s (%.0f rows/s); snapshot %s\n",
 					dest, res.Rows, res.Model, res.Version, req.At.Format(time.RFC3339), res.Watermark.Format(time.RFC3339),
-					res.Duration.Round(time.Millisecond), float64(res.Rows)/max(res.Duration.Seconds(), 1e-9))
+					res.Duration.Round(time.Millisecond), float64(res.Rows)/max(res.Duration.Seconds(), 1e-9), res.SnapshotID)
 				return nil
 			})
 		},

@@ -68,7 +68,7 @@ func TestScoreMatchesOnlinePredict(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(readFile(t, out)), "\n")
 	header := strings.Split(lines[0], ",")
-	if strings.Join(header[:4], ",") != "customer_id,segment_label,model,model_version" || header[4] != "probabilities__p1" || len(header) != 12 {
+	if strings.Join(header[:5], ",") != "customer_id,segment_label,model,model_version,snapshot_id" || header[5] != "probabilities__p1" || len(header) != 13 {
 		t.Fatalf("header %v", header)
 	}
 	if len(lines)-1 != len(instances) {
@@ -76,13 +76,13 @@ func TestScoreMatchesOnlinePredict(t *testing.T) {
 	}
 	for r, line := range lines[1:] {
 		cells := strings.Split(line, ",")
-		if cells[0] != strings.TrimPrefix(instances[r].GetEntities()["customer_id"].GetStringValue(), "") || cells[2] != "next_product" || cells[3] != "1" {
+		if cells[0] != instances[r].GetEntities()["customer_id"].GetStringValue() || cells[2] != "next_product" || cells[3] != "1" || !strings.HasPrefix(cells[4], "snap-") {
 			t.Fatalf("row %d: %v", r, cells)
 		}
 		for k, v := range resp.Msg.GetPredictions()[r].GetOutputs()[0].GetValues() {
-			got, err := strconv.ParseFloat(cells[4+k], 64)
+			got, err := strconv.ParseFloat(cells[5+k], 64)
 			if err != nil || math.Abs(got-v) > 1e-6 {
-				t.Errorf("customer %s p%d: batch %s, online %v", cells[0], k+1, cells[4+k], v)
+				t.Errorf("customer %s p%d: batch %s, online %v", cells[0], k+1, cells[5+k], v)
 			}
 		}
 	}
@@ -91,6 +91,10 @@ func TestScoreMatchesOnlinePredict(t *testing.T) {
 		mustContain(t, c.ok("score", "--model", "next_product@champion", "--entities", ents, "--at", at.Format(time.RFC3339), "--table", "scores"), "table scores: 6 entities")
 	}
 	got := strings.TrimSpace(c.sql("SELECT customer_id, model, model_version, probabilities__p1 FROM " + c.db + ".scores ORDER BY customer_id"))
+	// Each run is recorded: the table's snapshot id names its record.
+	if n := strings.TrimSpace(c.sql("SELECT count() FROM " + c.db + ".snapshots WHERE snapshot_id IN (SELECT snapshot_id FROM " + c.db + ".scores) AND position(manifest, 'next_product:1') > 0")); n != "1" {
+		t.Fatalf("the scores' snapshot id is recorded %s times", n)
+	}
 	if lines := strings.Split(got, "\n"); len(lines) != len(instances) || !strings.HasPrefix(lines[0], "c0\tnext_product\t1\t") {
 		t.Fatalf("scores table:\n%s", got)
 	}
