@@ -329,10 +329,7 @@ func outputColumns(spec *registry.Spec, outs []onnxrt.Tensor) []string {
 	}
 	var names []string
 	for _, t := range outs {
-		width := 1
-		for _, d := range t.Shape[min(1, len(t.Shape)):] {
-			width *= int(d)
-		}
+		width := t.RowWidth()
 		ls := labels[t.Name]
 		switch {
 		case t.Maps != nil:
@@ -379,10 +376,7 @@ func scoreRecord(schema *arrow.Schema, rec arrow.RecordBatch, nEntity int, v *re
 		labels[o.Name] = o.Labels
 	}
 	for _, t := range outs {
-		width := 1
-		for _, d := range t.Shape[min(1, len(t.Shape)):] {
-			width *= int(d)
-		}
+		width := t.RowWidth()
 		value := func(i, k int) float64 {
 			switch {
 			case t.Float32 != nil:

@@ -149,10 +149,7 @@ func split(out []onnxrt.Tensor, reqs []*request) {
 			shapes = shapes[len(t.Shape):]
 			copy(shape, t.Shape)
 			shape[0] = int64(r.rows)
-			width := 1
-			for _, d := range t.Shape[1:] {
-				width *= int(d)
-			}
+			width := t.RowWidth()
 			lo, hi := off*width, (off+r.rows)*width
 			res[i] = onnxrt.Tensor{Name: t.Name, Shape: shape}
 			switch {

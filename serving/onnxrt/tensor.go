@@ -168,6 +168,16 @@ func (t *Tensor) ElementType() ElementType {
 	return typ
 }
 
+// RowWidth is how many values one row (one index of the first dimension)
+// holds: the product of the other dimensions, 1 for a rank below 2.
+func (t *Tensor) RowWidth() int {
+	w := 1
+	for _, d := range t.Shape[min(1, len(t.Shape)):] {
+		w *= int(d)
+	}
+	return w
+}
+
 // Len is the length of the set data slice.
 func (t *Tensor) Len() int {
 	switch t.ElementType() {

@@ -286,10 +286,7 @@ func predictions(spec *registry.Spec, outs []onnxrt.Tensor, n int) []*servingv1.
 		preds[i].Outputs = ptrSlab[i*len(outs) : (i+1)*len(outs) : (i+1)*len(outs)]
 	}
 	for k, t := range outs {
-		width := 1
-		for _, d := range t.Shape[min(1, len(t.Shape)):] {
-			width *= int(d)
-		}
+		width := t.RowWidth()
 		var values []float64
 		switch {
 		case t.Float32 != nil:
