@@ -52,16 +52,7 @@ func BenchmarkScore(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	reg, err := registry.New(ctx, store.Conn(), "bench", func(m []byte) ([]registry.Tensor, []registry.Tensor, error) {
-		in, out, err := onnxrt.Inspect(m)
-		conv := func(ts []onnxrt.TensorInfo) (r []registry.Tensor) {
-			for _, t := range ts {
-				r = append(r, registry.Tensor{Name: t.Name, Kind: t.Kind, Type: string(t.Type), KeyType: string(t.KeyType), Shape: t.Shape})
-			}
-			return r
-		}
-		return conv(in), conv(out), err
-	}, slog.New(slog.DiscardHandler))
+	reg, err := registry.New(ctx, store.Conn(), "bench", registry.InspectONNX, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}

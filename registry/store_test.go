@@ -15,27 +15,11 @@ import (
 	"github.com/tailorhq/tailor/featurestore/chserver"
 	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/registry"
-	"github.com/tailorhq/tailor/serving/onnxrt"
 )
 
 var dsn string
 
 func TestMain(m *testing.M) { os.Exit(chserver.RunTests(m, &dsn)) }
-
-func inspect(model []byte) ([]registry.Tensor, []registry.Tensor, error) {
-	if err := onnxrt.Init(""); err != nil {
-		return nil, nil, err
-	}
-	in, out, err := onnxrt.Inspect(model)
-	conv := func(ts []onnxrt.TensorInfo) []registry.Tensor {
-		var res []registry.Tensor
-		for _, t := range ts {
-			res = append(res, registry.Tensor{Name: t.Name, Kind: t.Kind, Type: string(t.Type), KeyType: string(t.KeyType), Shape: t.Shape})
-		}
-		return res
-	}
-	return conv(in), conv(out), err
-}
 
 func openRegistry(t *testing.T) (*registry.Store, *offline.Store) {
 	t.Helper()
@@ -51,7 +35,7 @@ func openRegistry(t *testing.T) (*registry.Store, *offline.Store) {
 		_ = store.Conn().Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
 		store.Close()
 	})
-	r, err := registry.New(ctx, store.Conn(), db, inspect, slog.New(slog.DiscardHandler))
+	r, err := registry.New(ctx, store.Conn(), db, registry.InspectONNX, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

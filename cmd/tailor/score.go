@@ -33,7 +33,7 @@ func (a *app) scoreCmd() *cobra.Command {
 			}
 			req.At = t
 			return a.withApplied(ctx, func(store *offline.Store, av *offline.AppliedVersion) error {
-				reg, err := registry.New(ctx, store.Conn(), store.Database(), inspectModel, a.log)
+				reg, err := registry.New(ctx, store.Conn(), store.Database(), registry.InspectONNX, a.log)
 				if err != nil {
 					return err
 				}

@@ -101,7 +101,7 @@ func (a *app) serveCmd() *cobra.Command {
 				// networks decision services call from, only huge answers
 				// are worth it.
 				connect.WithCompressMinBytes(1<<20))
-			modelStore, err := registry.New(ctx, store.Conn(), store.Database(), inspectModel, a.log)
+			modelStore, err := registry.New(ctx, store.Conn(), store.Database(), registry.InspectONNX, a.log)
 			if err != nil {
 				return err
 			}
@@ -266,23 +266,4 @@ func tuneGC(budget int64) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
-}
-
-// inspectModel reads a model's graph with ONNX Runtime, for the registry.
-func inspectModel(model []byte) (inputs, outputs []registry.Tensor, err error) {
-	if err := onnxrt.Init(""); err != nil {
-		return nil, nil, err
-	}
-	in, out, err := onnxrt.Inspect(model)
-	if err != nil {
-		return nil, nil, err
-	}
-	conv := func(ts []onnxrt.TensorInfo) []registry.Tensor {
-		res := make([]registry.Tensor, len(ts))
-		for i, t := range ts {
-			res[i] = registry.Tensor{Name: t.Name, Kind: t.Kind, Type: string(t.Type), KeyType: string(t.KeyType), Shape: t.Shape}
-		}
-		return res
-	}
-	return conv(in), conv(out), nil
 }
