@@ -78,7 +78,7 @@ func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 		return Result{}, err
 	}
 	return export(ctx, store, repo, req, string(outFormat), func(src offline.RecordSource, progress func(int64)) (int64, string, error) {
-		rows, err := writeAtomically(req.Out, outFormat, src, progress)
+		rows, err := WriteFile(req.Out, outFormat, src, progress)
 		if err != nil {
 			return 0, "", err
 		}
@@ -225,10 +225,10 @@ func uploadFile(ctx context.Context, store *offline.Store, req Request, opt offl
 	return store.UploadEntities(ctx, req.EntitiesFile, r, opt)
 }
 
-// writeAtomically streams src into a temporary file beside path and renames
-// it into place only when complete, so a failed export leaves no partial
-// file behind.
-func writeAtomically(path string, f tablefile.Format, src offline.RecordSource, progress func(int64)) (int64, error) {
+// WriteFile streams src into a temporary file beside path and renames it
+// into place only when complete, so a failed export leaves no partial file
+// behind; progress, when set, is told the rows written so far.
+func WriteFile(path string, f tablefile.Format, src offline.RecordSource, progress func(int64)) (int64, error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {

@@ -42,7 +42,7 @@ func TestWriteAtomically(t *testing.T) {
 
 			// A source failing midway leaves neither the file nor a temporary.
 			boom := errors.New("connection lost")
-			if _, err := writeAtomically(out, f, &source{schema: schema, n: 3, err: boom}, nil); !errors.Is(err, boom) {
+			if _, err := WriteFile(out, f, &source{schema: schema, n: 3, err: boom}, nil); !errors.Is(err, boom) {
 				t.Fatalf("error = %v, want %v", err, boom)
 			}
 			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
@@ -50,7 +50,7 @@ func TestWriteAtomically(t *testing.T) {
 			}
 
 			var seen []int64
-			rows, err := writeAtomically(out, f, &source{schema: schema, n: 3, err: io.EOF}, func(n int64) { seen = append(seen, n) })
+			rows, err := WriteFile(out, f, &source{schema: schema, n: 3, err: io.EOF}, func(n int64) { seen = append(seen, n) })
 			if err != nil || rows != 3 {
 				t.Fatalf("rows = %d, err = %v", rows, err)
 			}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -191,7 +190,7 @@ func (a *app) exportOverServer(ctx context.Context, server string, req traininge
 	pr, pw := io.Pipe()
 	manifest := make(chan string, 1)
 	go func() {
-		defer close(manifest)
+		var m string
 		for stream.Receive() {
 			switch p := stream.Msg().GetPart().(type) {
 			case *exportv1.ExportTrainingSetResponse_Arrow:
@@ -199,14 +198,18 @@ func (a *app) exportOverServer(ctx context.Context, server string, req traininge
 					return
 				}
 			case *exportv1.ExportTrainingSetResponse_ManifestJson:
-				manifest <- p.ManifestJson
+				m = p.ManifestJson
 			}
 		}
-		if err := stream.Err(); err != nil {
+		switch err := stream.Err(); {
+		case err != nil:
 			pw.CloseWithError(fmt.Errorf("%s: %w", server, err))
-			return
+		case m == "":
+			pw.CloseWithError(fmt.Errorf("%s: the stream ended without a manifest", server))
+		default:
+			manifest <- m
+			pw.Close()
 		}
-		pw.Close()
 	}()
 	r, err := tablefile.NewReader(pr, tablefile.Arrow, tablefile.ReadOptions{})
 	if err != nil {
@@ -214,48 +217,13 @@ func (a *app) exportOverServer(ctx context.Context, server string, req traininge
 		return err
 	}
 	defer r.Close()
-	tmp := req.Out + ".part"
-	w, err := tablefile.Create(tmp, outFormat, r.Schema(), tablefile.WriteOptions{})
+	p := newProgress(a.errOut)
+	rows, err := trainingexport.WriteFile(req.Out, outFormat, r, func(n int64) { p.update("export over "+server, n) })
+	p.done()
 	if err != nil {
 		return err
 	}
-	p := newProgress(a.errOut)
-	var rows int64
-	for {
-		rec, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			w.Close()
-			os.Remove(tmp)
-			p.done()
-			return err
-		}
-		err = w.Write(rec)
-		rows += rec.NumRows()
-		rec.Release()
-		if err != nil {
-			w.Close()
-			os.Remove(tmp)
-			p.done()
-			return err
-		}
-		p.update("export over "+server, rows)
-	}
-	p.done()
-	if err := w.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	m, ok := <-manifest
-	if !ok {
-		os.Remove(tmp)
-		return fmt.Errorf("%s: the stream ended without a manifest", server)
-	}
-	if err := os.Rename(tmp, req.Out); err != nil {
-		return err
-	}
+	m := <-manifest
 	if err := os.WriteFile(trainingexport.ManifestPath(req.Out), []byte(m+"\n"), 0o644); err != nil {
 		return err
 	}
