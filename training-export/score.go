@@ -115,18 +115,7 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	if err != nil {
 		return ScoreResult{}, err
 	}
-	opt := offline.EntityOptions{TimestampColumn: scoreTS, JoinKeys: keys}
-	var set *offline.EntitySet
-	switch {
-	case req.EntitiesSQL != "" && req.EntitiesFile != "":
-		return ScoreResult{}, errors.New("pass either --entities or --entities-sql, not both")
-	case req.EntitiesSQL != "":
-		set, err = store.EntitiesFromSQL(ctx, fmt.Sprintf("SELECT *, toDateTime(%d) AS %s FROM (%s)", req.At.Unix(), scoreTS, req.EntitiesSQL), opt)
-	case req.EntitiesFile != "":
-		set, err = uploadAt(ctx, store, req, opt)
-	default:
-		return ScoreResult{}, errors.New("no entity rows: pass --entities FILE or --entities-sql QUERY")
-	}
+	set, err := entitiesAt(ctx, store, req, keys)
 	if err != nil {
 		return ScoreResult{}, err
 	}
@@ -251,6 +240,21 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 		return ScoreResult{}, err
 	}
 	return ScoreResult{SnapshotID: snapshotID, Rows: rows, Model: v.Name, Version: v.Version, Watermark: watermark, Duration: time.Since(start)}, nil
+}
+
+// entitiesAt uploads the entity rows of a scoring run, every one stamped
+// with the scoring instant.
+func entitiesAt(ctx context.Context, store *offline.Store, req ScoreRequest, keys map[string]definitions.ValueType) (*offline.EntitySet, error) {
+	opt := offline.EntityOptions{TimestampColumn: scoreTS, JoinKeys: keys}
+	switch {
+	case req.EntitiesSQL != "" && req.EntitiesFile != "":
+		return nil, errors.New("pass either --entities or --entities-sql, not both")
+	case req.EntitiesSQL != "":
+		return store.EntitiesFromSQL(ctx, fmt.Sprintf("SELECT *, toDateTime(%d) AS %s FROM (%s)", req.At.Unix(), scoreTS, req.EntitiesSQL), opt)
+	case req.EntitiesFile != "":
+		return uploadAt(ctx, store, req, opt)
+	}
+	return nil, errors.New("no entity rows: pass --entities FILE or --entities-sql QUERY")
 }
 
 // uploadAt uploads an entity file with the scoring instant added as its

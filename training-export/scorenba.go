@@ -151,17 +151,7 @@ func ScoreNextBestAction(ctx context.Context, store *offline.Store, reg Models, 
 	if err != nil {
 		return ScoreResult{}, err
 	}
-	sreq := ScoreRequest{EntitiesFile: req.EntitiesFile, EntitiesFormat: req.EntitiesFormat, EntitiesSQL: req.EntitiesSQL, At: req.At}
-	opt := offline.EntityOptions{TimestampColumn: scoreTS, JoinKeys: keys}
-	var set *offline.EntitySet
-	switch {
-	case req.EntitiesSQL != "":
-		set, err = store.EntitiesFromSQL(ctx, fmt.Sprintf("SELECT *, toDateTime(%d) AS %s FROM (%s)", req.At.Unix(), scoreTS, req.EntitiesSQL), opt)
-	case req.EntitiesFile != "":
-		set, err = uploadAt(ctx, store, sreq, opt)
-	default:
-		return ScoreResult{}, errors.New("no entity rows: pass --entities FILE or --entities-sql QUERY")
-	}
+	set, err := entitiesAt(ctx, store, ScoreRequest{EntitiesFile: req.EntitiesFile, EntitiesFormat: req.EntitiesFormat, EntitiesSQL: req.EntitiesSQL, At: req.At}, keys)
 	if err != nil {
 		return ScoreResult{}, err
 	}

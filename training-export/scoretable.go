@@ -117,68 +117,39 @@ func (t *tableSink) abort() {
 func chColumn(dt arrow.DataType) (string, func(arrow.Array) (any, error), error) {
 	switch dt.ID() {
 	case arrow.STRING:
-		return "Nullable(String)", func(a arrow.Array) (any, error) {
-			x := a.(*array.String)
-			out := make([]*string, x.Len())
-			for i := range out {
-				if x.IsValid(i) {
-					v := x.Value(i)
-					out[i] = &v
-				}
-			}
-			return out, nil
-		}, nil
+		return "Nullable(String)", func(a arrow.Array) (any, error) { return nullables(a, a.(*array.String).Value), nil }, nil
 	case arrow.INT64:
-		return "Nullable(Int64)", func(a arrow.Array) (any, error) {
-			x := a.(*array.Int64)
-			out := make([]*int64, x.Len())
-			for i := range out {
-				if x.IsValid(i) {
-					v := x.Value(i)
-					out[i] = &v
-				}
-			}
-			return out, nil
-		}, nil
+		return "Nullable(Int64)", func(a arrow.Array) (any, error) { return nullables(a, a.(*array.Int64).Value), nil }, nil
 	case arrow.FLOAT64:
-		return "Nullable(Float64)", func(a arrow.Array) (any, error) {
-			x := a.(*array.Float64)
-			out := make([]*float64, x.Len())
-			for i := range out {
-				if x.IsValid(i) {
-					v := x.Value(i)
-					out[i] = &v
-				}
-			}
-			return out, nil
-		}, nil
+		return "Nullable(Float64)", func(a arrow.Array) (any, error) { return nullables(a, a.(*array.Float64).Value), nil }, nil
 	case arrow.BOOL:
 		return "Nullable(UInt8)", func(a arrow.Array) (any, error) {
 			x := a.(*array.Boolean)
-			out := make([]*uint8, x.Len())
-			for i := range out {
-				if x.IsValid(i) {
-					v := uint8(0)
-					if x.Value(i) {
-						v = 1
-					}
-					out[i] = &v
+			return nullables(a, func(i int) uint8 {
+				if x.Value(i) {
+					return 1
 				}
-			}
-			return out, nil
+				return 0
+			}), nil
 		}, nil
 	case arrow.TIMESTAMP:
 		return "Nullable(DateTime)", func(a arrow.Array) (any, error) {
 			x := a.(*array.Timestamp)
-			out := make([]*time.Time, x.Len())
-			for i := range out {
-				if x.IsValid(i) {
-					v := time.UnixMicro(int64(x.Value(i))).UTC()
-					out[i] = &v
-				}
-			}
-			return out, nil
+			return nullables(a, func(i int) time.Time { return time.UnixMicro(int64(x.Value(i))).UTC() }), nil
 		}, nil
 	}
 	return "", nil, fmt.Errorf("%s columns cannot go to a ClickHouse table here", dt)
+}
+
+// nullables reads a column as the driver's nullable values: nil where the
+// column is null.
+func nullables[T any](a arrow.Array, value func(int) T) []*T {
+	out := make([]*T, a.Len())
+	for i := range out {
+		if a.IsValid(i) {
+			v := value(i)
+			out[i] = &v
+		}
+	}
+	return out
 }

@@ -43,15 +43,11 @@ func (a *app) featuresCmd() *cobra.Command {
 				return fmt.Errorf("no entity rows: pass --entity key=value")
 			}
 			for _, e := range entities {
-				row := &featurestorev1.EntityRow{Keys: map[string]*featurestorev1.Value{}}
-				for _, kv := range splitList(e) {
-					k, v, ok := strings.Cut(kv, "=")
-					if !ok || k == "" {
-						return fmt.Errorf("--entity %q: want key=value pairs separated by commas", e)
-					}
-					row.Keys[k] = &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: v}}
+				keys, err := keyValues("--entity", e)
+				if err != nil {
+					return err
 				}
-				req.Entities = append(req.Entities, row)
+				req.Entities = append(req.Entities, &featurestorev1.EntityRow{Keys: keys})
 			}
 			client := featurestorev1connect.NewFeatureServiceClient(&http.Client{Timeout: timeout}, server)
 			resp, err := client.GetOnlineFeatures(cmd.Context(), connect.NewRequest(req))

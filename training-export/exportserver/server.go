@@ -3,6 +3,7 @@
 package exportserver
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -163,7 +164,7 @@ func inlineCSV(rows []*exportv1.InlineRow) ([]byte, error) {
 		}
 	}
 	sort.Strings(cols)
-	var out bytesBuffer
+	var out bytes.Buffer
 	w := csv.NewWriter(&out)
 	_ = w.Write(cols)
 	for i, r := range rows {
@@ -182,7 +183,7 @@ func inlineCSV(rows []*exportv1.InlineRow) ([]byte, error) {
 		_ = w.Write(rec)
 	}
 	w.Flush()
-	return out.b, w.Error()
+	return out.Bytes(), w.Error()
 }
 
 func cell(v *featurestorev1.Value) (string, error) {
@@ -204,7 +205,3 @@ func cell(v *featurestorev1.Value) (string, error) {
 	}
 	return "", fmt.Errorf("%T cannot be an entity column", v.GetKind())
 }
-
-type bytesBuffer struct{ b []byte }
-
-func (b *bytesBuffer) Write(p []byte) (int, error) { b.b = append(b.b, p...); return len(p), nil }
