@@ -50,7 +50,7 @@ func (s *Server) Materialize(ctx context.Context, req *connect.Request[featurest
 		case errors.As(err, &uv):
 			return connect.NewError(connect.CodeInvalidArgument, err)
 		case ctx.Err() != nil:
-			return connect.NewError(ctxCode(ctx), err)
+			return connect.NewError(ContextCode(ctx), err)
 		default:
 			return connect.NewError(connect.CodeUnavailable, err)
 		}
@@ -71,9 +71,10 @@ func (s *Server) Materialize(ctx context.Context, req *connect.Request[featurest
 	return stream.Send(out)
 }
 
-// ctxCode is the code of a request whose context ended: DeadlineExceeded
-// when its deadline passed, Canceled when the client went away.
-func ctxCode(ctx context.Context) connect.Code {
+// ContextCode is the code of a request whose context ended:
+// DeadlineExceeded when its deadline passed, Canceled when the client went
+// away.
+func ContextCode(ctx context.Context) connect.Code {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return connect.CodeDeadlineExceeded
 	}

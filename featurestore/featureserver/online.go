@@ -59,7 +59,7 @@ func (s *Server) GetOnlineFeatures(ctx context.Context, req *connect.Request[fea
 		case errors.As(err, &ke):
 			return nil, connect.NewError(connect.CodeInvalidArgument, err)
 		case ctx.Err() != nil:
-			return nil, connect.NewError(ctxCode(ctx), err)
+			return nil, connect.NewError(ContextCode(ctx), err)
 		default:
 			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("offline store: %w", err))
 		}

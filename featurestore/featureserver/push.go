@@ -41,7 +41,7 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 	src := &oneBatch{rec: batch.rec}
 	if _, err := s.store.Ingest(ctx, av.Repo, v.Name, "push", src, offline.IngestOptions{Direct: true, Unlogged: true}); err != nil {
 		if ctx.Err() != nil {
-			return nil, connect.NewError(ctxCode(ctx), err)
+			return nil, connect.NewError(ContextCode(ctx), err)
 		}
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("store pushed rows: %w", err))
 	}

@@ -126,7 +126,7 @@ func (s *Server) NextBestAction(ctx context.Context, req *connect.Request[servin
 		case errors.As(err, &re):
 			return nil, connect.NewError(connect.CodeInvalidArgument, err)
 		case ctx.Err() != nil:
-			return nil, connect.NewError(ctxCode(ctx), err)
+			return nil, connect.NewError(featureserver.ContextCode(ctx), err)
 		}
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
@@ -194,7 +194,7 @@ func (s *Server) Predict(ctx context.Context, req *connect.Request[servingv1.Pre
 	outs, err := model.Run(ctx, models.ToRuntime(inputs))
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, connect.NewError(ctxCode(ctx), err)
+			return nil, connect.NewError(featureserver.ContextCode(ctx), err)
 		}
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("model %s:%d: %w", model.Version.Name, model.Version.Version, err))
 	}
@@ -230,7 +230,7 @@ func (s *Server) rows(ctx context.Context, model *models.Model, instances []*ser
 			case errors.As(err, &ke):
 				return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("instance %d: %s", ke.Row, strings.TrimPrefix(ke.Error(), fmt.Sprintf("entity row %d: ", ke.Row))))
 			case ctx.Err() != nil:
-				return nil, connect.NewError(ctxCode(ctx), err)
+				return nil, connect.NewError(featureserver.ContextCode(ctx), err)
 			}
 			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("online features: %w", err))
 		}
@@ -413,14 +413,7 @@ func modelError(ctx context.Context, ref string, err error) error {
 	case errors.As(err, &le):
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case ctx.Err() != nil:
-		return connect.NewError(ctxCode(ctx), err)
+		return connect.NewError(featureserver.ContextCode(ctx), err)
 	}
 	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("model %s: %w", ref, err))
-}
-
-func ctxCode(ctx context.Context) connect.Code {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return connect.CodeDeadlineExceeded
-	}
-	return connect.CodeCanceled
 }

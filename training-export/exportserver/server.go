@@ -18,6 +18,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tailorhq/tailor/featurestore/featureserver"
 	"github.com/tailorhq/tailor/featurestore/offline"
 	exportv1 "github.com/tailorhq/tailor/proto/gen/tailor/export/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/export/v1/exportv1connect"
@@ -115,7 +116,7 @@ func (s *Server) ExportTrainingSet(ctx context.Context, req *connect.Request[exp
 	res, err := trainingexport.ExportStream(ctx, s.store, av.Repo, r, c)
 	if err != nil {
 		if ctx.Err() != nil {
-			return connect.NewError(connect.CodeCanceled, err)
+			return connect.NewError(featureserver.ContextCode(ctx), err)
 		}
 		if errors.Is(err, offline.ErrUnavailable) {
 			return connect.NewError(connect.CodeUnavailable, err)
