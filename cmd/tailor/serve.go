@@ -53,8 +53,11 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve features, the model registry and predictions over Connect, gRPC and gRPC-Web on one port",
-		Long: "serve answers on --addr with Connect, gRPC and gRPC-Web (HTTP/1.1 and cleartext HTTP/2),\n" +
-			"gRPC health and reflection, and Prometheus metrics at /metrics. Newly applied definitions\n" +
+		Long: "serve answers on --addr with Connect, gRPC and gRPC-Web (HTTP/1.1 and cleartext HTTP/2):\n" +
+			"the FeatureService, RegistryService, PredictionService (Predict, and NextBestAction with --nba)\n" +
+			"and ExportService, with gRPC health and reflection, and Prometheus metrics at /metrics.\n" +
+			"Models are batched per --max-batch/--max-queue-delay unless their model.yaml says otherwise,\n" +
+			"and aliases are re-resolved every --model-refresh. Newly applied definitions\n" +
 			"are picked up within --reload. At start the online tier is filled with the latest rows from\n" +
 			"ClickHouse up to --online-memory (health says NOT_SERVING until then); afterwards rows stored\n" +
 			"by other servers or by ingest are picked up every --follow. SIGTERM or SIGINT stops\n" +
