@@ -46,10 +46,15 @@ func newCLI(t *testing.T) *cli {
 // main would print.
 func (c *cli) run(args ...string) (string, string, error) {
 	c.t.Helper()
+	return c.runContext(context.Background(), args...)
+}
+
+// runContext is run with a context the caller may cancel, as SIGINT does.
+func (c *cli) runContext(ctx context.Context, args ...string) (string, string, error) {
 	var out, errOut bytes.Buffer
 	root := newRoot(&out, &errOut)
 	root.SetArgs(append([]string{"--clickhouse", c.server(), "--database", c.db}, args...))
-	err := root.ExecuteContext(context.Background())
+	err := root.ExecuteContext(ctx)
 	return out.String(), errOut.String(), err
 }
 

@@ -349,6 +349,9 @@ func (s *Store) EntitiesFromSQL(ctx context.Context, query string, opt EntityOpt
 	create := fmt.Sprintf("CREATE TABLE %s ENGINE = Memory AS SELECT rowNumberInAllBlocks() AS __tailor_row, * FROM (%s)", set.table, query)
 	one := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_threads": 1}))
 	if err := s.conn.Exec(one, create); err != nil {
+		// ClickHouse creates the table before it fills it: a query that
+		// fails or is cancelled midway leaves a partial table to drop.
+		_ = set.Drop(ctx)
 		return nil, &QueryError{Query: query, Err: err}
 	}
 	defer func() {
