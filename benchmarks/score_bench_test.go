@@ -86,6 +86,7 @@ func BenchmarkScore(b *testing.B) {
 		b.ReportMetric(floorRate, "bare_onnx_rows/s")
 		b.ReportMetric(rate/floorRate, "ratio_vs_floor")
 		b.ReportMetric(float64(r.peakRSS)/(1<<20), "peak_RSS_MB")
+		b.Logf("tailor score said: %s", r.out)
 		b.Logf("score 1M customers on %s: tailor score %.0f rows/s (%.1fs), bare ONNX Runtime batches %.0f rows/s: ratio %.2fx (target >= 0.5x); peak RSS %d MB",
 			machine(), rate, r.wall.Seconds(), floorRate, rate/floorRate, r.peakRSS>>20)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -61,6 +62,28 @@ type ScoreResult struct {
 	Version    int64
 	Watermark  time.Time
 	Duration   time.Duration
+	// Stages is where the time went.
+	Stages ScoreStages
+}
+
+// ScoreStages splits a scoring run's time by stage: loading the entity
+// rows, waiting for the snapshot watermark, reading point-in-time features
+// from ClickHouse (time spent waiting for the next batch), assembling
+// model inputs, running the model, and writing the scores.
+type ScoreStages struct {
+	Entities, Watermark, Features, Assemble, Model, Write time.Duration
+}
+
+// String lists the stages that took measurable time.
+func (s ScoreStages) String() string {
+	var parts []string
+	for _, st := range []struct {
+		name string
+		d    time.Duration
+	}{{"entities", s.Entities}, {"watermark", s.Watermark}, {"features", s.Features}, {"assemble", s.Assemble}, {"model", s.Model}, {"write", s.Write}} {
+		parts = append(parts, fmt.Sprintf("%s %s", st.name, st.d.Round(time.Millisecond)))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // scoreTS is the timestamp column added to the entity rows.
@@ -115,15 +138,24 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	if err != nil {
 		return ScoreResult{}, err
 	}
+	var stages ScoreStages
+	lap := time.Now()
+	since := func(d *time.Duration) {
+		now := time.Now()
+		*d += now.Sub(lap)
+		lap = now
+	}
 	set, err := entitiesAt(ctx, store, req, keys)
 	if err != nil {
 		return ScoreResult{}, err
 	}
 	defer set.Drop(ctx)
+	since(&stages.Entities)
 	watermark, err := store.SnapshotWatermark(ctx)
 	if err != nil {
 		return ScoreResult{}, err
 	}
+	since(&stages.Watermark)
 	ret, err := store.Retrieve(ctx, repo, set, plan.Refs, offline.RetrieveOptions{FullNames: true, StoredBefore: watermark, BatchRows: 4096})
 	if err != nil {
 		return ScoreResult{}, err
@@ -154,6 +186,7 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	var rows int64
 	for {
 		rec, err := ret.Next()
+		since(&stages.Features)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -173,7 +206,10 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 				batch[i].Features[j] = val
 			}
 		}
-		outs, err := sess.Run(ctx, models.ToRuntime(plan.Fill(batch)))
+		inputs := models.ToRuntime(plan.Fill(batch))
+		since(&stages.Assemble)
+		outs, err := sess.Run(ctx, inputs)
+		since(&stages.Model)
 		if err != nil {
 			rec.Release()
 			return ScoreResult{}, fmt.Errorf("model %s:%d: %w", v.Name, v.Version, err)
@@ -195,6 +231,7 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 			err = w.Write(out)
 		}
 		out.Release()
+		since(&stages.Write)
 		if err != nil {
 			return ScoreResult{}, fmt.Errorf("write %s: %w", req.Out, err)
 		}
@@ -239,7 +276,8 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	if err := m.write(ctx, store, ""); err != nil {
 		return ScoreResult{}, err
 	}
-	return ScoreResult{SnapshotID: snapshotID, Rows: rows, Model: v.Name, Version: v.Version, Watermark: watermark, Duration: time.Since(start)}, nil
+	since(&stages.Write)
+	return ScoreResult{SnapshotID: snapshotID, Rows: rows, Model: v.Name, Version: v.Version, Watermark: watermark, Duration: time.Since(start), Stages: stages}, nil
 }
 
 // entitiesAt uploads the entity rows of a scoring run, every one stamped

@@ -76,6 +76,7 @@ func (a *app) scoreCmd() *cobra.Command {
 				fmt.Fprintf(a.out, "%s: %d entities scored by %s:%d at %s (features as of %s) in %s (%.0f rows/s); snapshot %s\n",
 					dest, res.Rows, res.Model, res.Version, req.At.Format(time.RFC3339), res.Watermark.Format(time.RFC3339),
 					res.Duration.Round(time.Millisecond), float64(res.Rows)/max(res.Duration.Seconds(), 1e-9), res.SnapshotID)
+				fmt.Fprintf(a.out, "time: %s\n", res.Stages)
 				return nil
 			})
 		},
