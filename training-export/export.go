@@ -131,6 +131,10 @@ type writeFunc func(src offline.RecordSource, progress func(int64)) (rows int64,
 
 func export(ctx context.Context, store *offline.Store, repo *definitions.Repo, req Request, outFormat string, write writeFunc) (Result, error) {
 	start := time.Now()
+	snapshot := func() (time.Time, error) { return req.Watermark, nil }
+	if req.Watermark.IsZero() {
+		snapshot = startWatermark(ctx, store)
+	}
 	refs, err := resolve(repo, req)
 	if err != nil {
 		return Result{}, err
@@ -164,11 +168,9 @@ func export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 	defer set.Drop(ctx)
 	store.Logger().Info("entity set uploaded", "rows", set.Rows, "took", time.Since(start))
 
-	watermark := req.Watermark
-	if watermark.IsZero() {
-		if watermark, err = store.SnapshotWatermark(ctx); err != nil {
-			return Result{}, err
-		}
+	watermark, err := snapshot()
+	if err != nil {
+		return Result{}, err
 	}
 	ropt := offline.RetrieveOptions{FullNames: req.FullNames, StoredBefore: watermark}
 	if req.Progress != nil {

@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
@@ -69,7 +71,8 @@ type ScoreResult struct {
 // ScoreStages splits a scoring run's time by stage: loading the entity
 // rows, waiting for the snapshot watermark, reading point-in-time features
 // from ClickHouse (time spent waiting for the next batch), assembling
-// model inputs, running the model, and writing the scores.
+// model inputs, running the model, and writing the scores. Reading,
+// running and writing overlap, so their sum may exceed the run's time.
 type ScoreStages struct {
 	Entities, Watermark, Features, Assemble, Model, Write time.Duration
 }
@@ -110,6 +113,7 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 			return ScoreResult{}, err
 		}
 	}
+	snapshot := startWatermark(ctx, store)
 	v, err := reg.Resolve(ctx, req.Model)
 	if err != nil {
 		return ScoreResult{}, err
@@ -151,16 +155,23 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	}
 	defer set.Drop(ctx)
 	since(&stages.Entities)
-	watermark, err := store.SnapshotWatermark(ctx)
+	watermark, err := snapshot()
 	if err != nil {
 		return ScoreResult{}, err
 	}
 	since(&stages.Watermark)
-	ret, err := store.Retrieve(ctx, repo, set, plan.Refs, offline.RetrieveOptions{FullNames: true, StoredBefore: watermark, BatchRows: 4096})
+	// The query's own context: ending the run early cancels it in
+	// ClickHouse instead of reading what remains.
+	qctx, cancelQuery := context.WithCancel(ctx)
+	ret, err := store.Retrieve(qctx, repo, set, plan.Refs, offline.RetrieveOptions{FullNames: true, StoredBefore: watermark, BatchRows: 4096})
 	if err != nil {
+		cancelQuery()
 		return ScoreResult{}, err
 	}
-	defer ret.Close()
+	defer func() {
+		cancelQuery()
+		ret.Close()
+	}()
 
 	snapshotID := newSnapshotID(time.Now())
 	derived, err := assemble.DeriveContext(nil, req.At)
@@ -183,63 +194,118 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	if req.Out != "" {
 		defer os.Remove(tmp)
 	}
-	var rows int64
-	for {
-		rec, err := ret.Next()
-		since(&stages.Features)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return ScoreResult{}, err
-		}
-		n := int(rec.NumRows())
-		batch := make([]assemble.Row, n)
-		for i := range batch {
-			batch[i] = assemble.Row{Features: make([]any, len(plan.Refs)), Context: derived}
-			for j, r := range plan.Refs {
-				val, err := offline.CellValue(rec.Column(nEntity+j), i, r.Type)
-				if err != nil {
-					rec.Release()
-					return ScoreResult{}, fmt.Errorf("feature %s: %w", r, err)
-				}
-				batch[i].Features[j] = val
-			}
-		}
-		inputs := models.ToRuntime(plan.Fill(batch))
-		since(&stages.Assemble)
-		outs, err := sess.Run(ctx, inputs)
-		since(&stages.Model)
-		if err != nil {
-			rec.Release()
-			return ScoreResult{}, fmt.Errorf("model %s:%d: %w", v.Name, v.Version, err)
-		}
-		if outSchema == nil {
-			outSchema = scoreSchema(rec.Schema(), nEntity, v.Spec, outs)
-			if table == nil {
-				if w, err = tablefile.Create(tmp, outFormat, outSchema, tablefile.WriteOptions{}); err != nil {
-					rec.Release()
-					return ScoreResult{}, err
-				}
-			}
-		}
-		out := scoreRecord(outSchema, rec, nEntity, v, outs, n, snapshotID)
-		rec.Release()
-		if table != nil {
-			err = table.write(out)
-		} else {
-			err = w.Write(out)
-		}
-		out.Release()
-		since(&stages.Write)
-		if err != nil {
-			return ScoreResult{}, fmt.Errorf("write %s: %w", req.Out, err)
-		}
-		rows += int64(n)
-		if req.Progress != nil {
-			req.Progress("score "+v.Name, rows)
-		}
+
+	// Three stages run at once, so reading features from ClickHouse,
+	// running the model and writing scores overlap: each stage's time in
+	// stages is its own goroutine's.
+	type scored struct {
+		rec  arrow.RecordBatch
+		outs []onnxrt.Tensor
 	}
+	g, gctx := errgroup.WithContext(ctx)
+	fetched := make(chan arrow.RecordBatch, 2)
+	done := make(chan scored, 2)
+	g.Go(func() error {
+		defer close(fetched)
+		for {
+			t0 := time.Now()
+			rec, err := ret.Next()
+			stages.Features += time.Since(t0)
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			select {
+			case fetched <- rec:
+			case <-gctx.Done():
+				rec.Release()
+				return gctx.Err()
+			}
+		}
+	})
+	g.Go(func() error {
+		defer close(done)
+		for rec := range fetched {
+			t0 := time.Now()
+			inputs, err := scoreInputs(plan, rec, nEntity, derived)
+			stages.Assemble += time.Since(t0)
+			if err != nil {
+				rec.Release()
+				return err
+			}
+			t0 = time.Now()
+			outs, err := sess.Run(gctx, inputs)
+			stages.Model += time.Since(t0)
+			if err != nil {
+				rec.Release()
+				return fmt.Errorf("model %s:%d: %w", v.Name, v.Version, err)
+			}
+			select {
+			case done <- scored{rec, outs}:
+			case <-gctx.Done():
+				rec.Release()
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	var rows int64
+	g.Go(func() error {
+		for b := range done {
+			t0 := time.Now()
+			err := func() error {
+				defer b.rec.Release()
+				n := int(b.rec.NumRows())
+				if outSchema == nil {
+					outSchema = scoreSchema(b.rec.Schema(), nEntity, v.Spec, b.outs)
+					if table == nil {
+						var err error
+						if w, err = tablefile.Create(tmp, outFormat, outSchema, tablefile.WriteOptions{}); err != nil {
+							return err
+						}
+					}
+				}
+				out := scoreRecord(outSchema, b.rec, nEntity, v, b.outs, n, snapshotID)
+				defer out.Release()
+				var err error
+				if table != nil {
+					err = table.write(out)
+				} else {
+					err = w.Write(out)
+				}
+				if err != nil {
+					return fmt.Errorf("write %s: %w", req.Out+req.Table, err)
+				}
+				rows += int64(n)
+				return nil
+			}()
+			stages.Write += time.Since(t0)
+			if err != nil {
+				return err
+			}
+			if req.Progress != nil {
+				req.Progress("score "+v.Name, rows)
+			}
+		}
+		return nil
+	})
+	err = g.Wait()
+	// A failed stage leaves batches in flight: release them.
+	for rec := range fetched {
+		rec.Release()
+	}
+	for b := range done {
+		b.rec.Release()
+	}
+	if w != nil && (err != nil || outSchema == nil) {
+		w.Close()
+	}
+	if err != nil {
+		return ScoreResult{}, err
+	}
+	lap = time.Now()
 	if outSchema == nil {
 		return ScoreResult{}, errors.New("no entity rows to score")
 	}
@@ -256,6 +322,7 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 			return ScoreResult{}, err
 		}
 	}
+	since(&stages.Write)
 	// The run's record: what was scored, by which version, as of when.
 	at := req.At.UTC()
 	m := &Manifest{SnapshotID: snapshotID, CreatedAt: time.Now().UTC(), Watermark: watermark, DefinitionsVersion: req.DefinitionsVersion,
@@ -278,6 +345,42 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	}
 	since(&stages.Write)
 	return ScoreResult{SnapshotID: snapshotID, Rows: rows, Model: v.Name, Version: v.Version, Watermark: watermark, Duration: time.Since(start), Stages: stages}, nil
+}
+
+// scoreInputs assembles a model's input tensors from a batch of features.
+func scoreInputs(plan *assemble.Plan, rec arrow.RecordBatch, nEntity int, derived map[string]any) ([]onnxrt.Tensor, error) {
+	batch := make([]assemble.Row, rec.NumRows())
+	for i := range batch {
+		batch[i] = assemble.Row{Features: make([]any, len(plan.Refs)), Context: derived}
+		for j, r := range plan.Refs {
+			val, err := offline.CellValue(rec.Column(nEntity+j), i, r.Type)
+			if err != nil {
+				return nil, fmt.Errorf("feature %s: %w", r, err)
+			}
+			batch[i].Features[j] = val
+		}
+	}
+	return models.ToRuntime(plan.Fill(batch)), nil
+}
+
+// startWatermark takes the snapshot watermark in the background, so that
+// its wait (one to two seconds) overlaps loading the model and the entity
+// rows; the function returned waits for it. Taken at the start of a run,
+// it still holds every row stored before the run began.
+func startWatermark(ctx context.Context, store *offline.Store) func() (time.Time, error) {
+	type taken struct {
+		at  time.Time
+		err error
+	}
+	ch := make(chan taken, 1)
+	go func() {
+		at, err := store.SnapshotWatermark(ctx)
+		ch <- taken{at, err}
+	}()
+	return sync.OnceValues(func() (time.Time, error) {
+		t := <-ch
+		return t.at, t.err
+	})
 }
 
 // entitiesAt uploads the entity rows of a scoring run, every one stamped

@@ -108,6 +108,7 @@ func ScoreNextBestAction(ctx context.Context, store *offline.Store, reg Models, 
 	if err != nil {
 		return ScoreResult{}, err
 	}
+	snapshot := startWatermark(ctx, store)
 	mgr := models.New(reg, func() *definitions.Repo { return repo }, models.Options{Refresh: time.Hour})
 	defer mgr.Close()
 	feats := &pitFeatures{}
@@ -156,7 +157,7 @@ func ScoreNextBestAction(ctx context.Context, store *offline.Store, reg Models, 
 		return ScoreResult{}, err
 	}
 	defer set.Drop(ctx)
-	watermark, err := store.SnapshotWatermark(ctx)
+	watermark, err := snapshot()
 	if err != nil {
 		return ScoreResult{}, err
 	}

@@ -63,16 +63,23 @@ func (s *Store) Latest(ctx context.Context, repo *definitions.Repo, v *definitio
 	return out, nil
 }
 
+// versionExpr orders a view's rows as the point-in-time rule does, by
+// event timestamp then created timestamp, as one UInt64 (event << 32 |
+// created): ClickHouse aggregates a scalar key far faster than a tuple.
+func versionExpr(v *definitions.FeatureView) string {
+	created := "toUInt64(0)"
+	if cf := createdField(v); cf != "" {
+		created = "toUInt64(toUnixTimestamp(" + quoteIdent(cf) + "))"
+	}
+	return fmt.Sprintf("toUInt64(toUnixTimestamp(%s)) * 4294967296 + %s", quoteIdent(v.Source.TimestampField), created)
+}
+
 // latestSQL is the query of the latest row per key of v at instant at,
 // among the rows passing where, of the keys passing having (conditions on
 // the aggregated version column "_version").
 func (s *Store) latestSQL(repo *definitions.Repo, v *definitions.FeatureView, at time.Time, where, having []string) string {
 	ts := quoteIdent(v.Source.TimestampField)
-	created := "toUInt64(0)"
-	if cf := createdField(v); cf != "" {
-		created = "toUInt64(toUnixTimestamp(" + quoteIdent(cf) + "))"
-	}
-	version := fmt.Sprintf("toUInt64(toUnixTimestamp(%s)) * 4294967296 + %s", ts, created)
+	version := versionExpr(v)
 	var feats []string
 	for _, f := range v.Features {
 		feats = append(feats, quoteIdent(f.Name))

@@ -352,46 +352,68 @@ func checkPIT(t *testing.T, rng *rand.Rand, repo *definitions.Repo) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, err := s.UploadEntities(ctx, "entities", ent.source(128), offline.EntityOptions{JoinKeys: keys, BatchRows: 100})
-	if err != nil {
-		t.Fatalf("upload entities: %v", err)
-	}
-	defer set.Drop(ctx)
-	ret, err := s.Retrieve(ctx, repo, set, refs, offline.RetrieveOptions{BatchRows: 77})
-	if err != nil {
-		t.Fatalf("retrieve: %v", err)
-	}
-	defer ret.Close()
-	names, got := readAll(t, ret)
-	wantNames := []string{"label", "customer_id", "event_timestamp", "product_id", "orders", "spend", "segment", "embedding", "vip", "last_seen", "popularity", "views", "stock"}
-	if !reflect.DeepEqual(names, wantNames) {
-		t.Fatalf("columns = %v, want %v", names, wantNames)
-	}
-	if len(got) != len(ent.rows) {
-		t.Fatalf("got %d rows, want one per entity row (%d)", len(got), len(ent.rows))
-	}
-	mismatches := 0
-	for i, er := range ent.rows {
-		c, at, p := er[1], er[2].(time.Time), er[3]
-		want := append([]any{}, er...)
-		want = append(want, oracle(stored["cust"], []any{c}, at, ttlOf("cust"), 6)...)
-		prod := oracle(stored["prod"], []any{p}, at, ttlOf("prod"), 2)
-		want = append(want, prod[0])
-		want = append(want, oracle(stored["cust_prod"], []any{c, p}, at, ttlOf("cust_prod"), 1)...)
-		want = append(want, prod[1])
-		// An array feature without a row is stored and returned empty.
-		if want[7] == nil {
-			want[7] = []float32{}
+	check := func(what string, ent *table) {
+		t.Helper()
+		set, err := s.UploadEntities(ctx, "entities", ent.source(128), offline.EntityOptions{JoinKeys: keys, BatchRows: 100})
+		if err != nil {
+			t.Fatalf("%s: upload entities: %v", what, err)
 		}
-		if !reflect.DeepEqual(got[i], want) {
-			mismatches++
-			if mismatches <= 5 {
-				t.Errorf("row %d (customer %v, product %v, at %s):\n got  %v\n want %v", i, c, p, at.Format(time.RFC3339), got[i], want)
+		defer set.Drop(ctx)
+		ret, err := s.Retrieve(ctx, repo, set, refs, offline.RetrieveOptions{BatchRows: 77})
+		if err != nil {
+			t.Fatalf("%s: retrieve: %v", what, err)
+		}
+		defer ret.Close()
+		names, got := readAll(t, ret)
+		wantNames := []string{"label", "customer_id", "event_timestamp", "product_id", "orders", "spend", "segment", "embedding", "vip", "last_seen", "popularity", "views", "stock"}
+		if !reflect.DeepEqual(names, wantNames) {
+			t.Fatalf("%s: columns = %v, want %v", what, names, wantNames)
+		}
+		if len(got) != len(ent.rows) {
+			t.Fatalf("%s: got %d rows, want one per entity row (%d)", what, len(got), len(ent.rows))
+		}
+		mismatches := 0
+		for i, er := range ent.rows {
+			c, at, p := er[1], er[2].(time.Time), er[3]
+			want := append([]any{}, er...)
+			want = append(want, oracle(stored["cust"], []any{c}, at, ttlOf("cust"), 6)...)
+			prod := oracle(stored["prod"], []any{p}, at, ttlOf("prod"), 2)
+			want = append(want, prod[0])
+			want = append(want, oracle(stored["cust_prod"], []any{c, p}, at, ttlOf("cust_prod"), 1)...)
+			want = append(want, prod[1])
+			// An array feature without a row is stored and returned empty.
+			if want[7] == nil {
+				want[7] = []float32{}
+			}
+			if !reflect.DeepEqual(got[i], want) {
+				mismatches++
+				if mismatches <= 5 {
+					t.Errorf("%s: row %d (customer %v, product %v, at %s):\n got  %v\n want %v", what, i, c, p, at.Format(time.RFC3339), got[i], want)
+				}
 			}
 		}
+		if mismatches > 0 {
+			t.Fatalf("%s: %d of %d rows differ from the oracle", what, mismatches, len(ent.rows))
+		}
 	}
-	if mismatches > 0 {
-		t.Fatalf("%d of %d rows differ from the oracle", mismatches, len(ent.rows))
+	check("entity rows at many instants", ent)
+	// Every row at one instant, as a scoring run asks (a plan of its own):
+	// a random time, then for each view with a ttl, a stored row's event
+	// plus the ttl (the row just inside) and a second later (just outside).
+	// Keys repeat across rows.
+	instants := []time.Time{randTime()}
+	for _, view := range []string{"cust", "prod", "cust_prod"} {
+		if ttl := ttlOf(view); ttl > 0 {
+			r := stored[view][rng.IntN(len(stored[view]))]
+			instants = append(instants, r.event.Add(ttl), r.event.Add(ttl+time.Second))
+		}
+	}
+	for _, at := range instants {
+		one := &table{names: ent.names, types: ent.types}
+		for i, r := range ent.rows[:200] {
+			one.rows = append(one.rows, []any{int64(i), r[1], at, r[3]})
+		}
+		check("entity rows at one instant "+at.Format(time.RFC3339), one)
 	}
 
 	// Latest answers the same rule at one instant for whole key sets, as

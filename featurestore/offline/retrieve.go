@@ -209,6 +209,16 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 				return nil, err
 			}
 		}
+		if set.Rows > 0 && set.minTS == set.maxTS {
+			// One instant for every row (a scoring run): the answer is
+			// each key's latest row, joined by key.
+			joined, err := s.latestJoinSQL(repo, set, p.view, p.feats, i, asOf, from)
+			if err != nil {
+				return nil, err
+			}
+			from = joined
+			continue
+		}
 		sub, err := s.viewJoinSQL(repo, set, p.view, p.feats, i, asOf)
 		if err != nil {
 			return nil, err
@@ -258,10 +268,9 @@ func (s *Store) viewJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitio
 		leftCols = append(leftCols, k)
 		rightKeys = append(rightKeys, expr+" AS "+k)
 	}
-	order := "tuple(" + ts + ")"
+	order := versionExpr(v)
 	leftCols = append(leftCols, ts)
 	if cf := createdField(v); cf != "" {
-		order = fmt.Sprintf("tuple(%s, %s)", ts, quoteIdent(cf))
 		leftCols = append(leftCols, quoteIdent(cf))
 	}
 	var vals []string
@@ -290,6 +299,46 @@ func (s *Store) viewJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitio
 		strings.Join(leftCols, ", "), table, bounds,
 		strings.Join(rightKeys, ", "), set.table, strings.Join(keys, ", "),
 		where), nil
+}
+
+// latestJoinSQL extends from, the entity rows with the views joined so
+// far, with one view for an entity set whose rows all share one instant:
+// the view's latest row per key at that instant (within the ttl) is the
+// answer for every entity row with that key, so the view is grouped by key
+// once instead of per entity row, and joined to the rows by key. Rows
+// without a match keep __found at 0, as in viewJoinSQL.
+func (s *Store) latestJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitions.FeatureView, feats []definitions.FeatureRef, idx int, storedBefore time.Time, from string) (string, error) {
+	ts := quoteIdent(v.Source.TimestampField)
+	var keyCols, entityKeys, aliases []string
+	for j, e := range repo.JoinKeys(v) {
+		expr, ok := set.keys[e.JoinKey]
+		if !ok {
+			return "", fmt.Errorf("entity set has no column %q, the join key of feature view %q", e.JoinKey, v.Name)
+		}
+		alias := fmt.Sprintf("__k%d_%d", idx, j)
+		aliases = append(aliases, alias)
+		entityKeys = append(entityKeys, expr+" AS "+alias)
+		keyCols = append(keyCols, quoteIdent(e.JoinKey)+" AS "+alias)
+	}
+	order := versionExpr(v)
+	var vals []string
+	for _, f := range feats {
+		vals = append(vals, quoteIdent(f.Feature))
+	}
+	at := set.maxTS
+	bounds := fmt.Sprintf("%s <= toDateTime(%d)", ts, at)
+	if ttl := int64(v.TTL.Seconds()); ttl > 0 {
+		bounds += fmt.Sprintf(" AND %s >= toDateTime(%d)", ts, max(0, at-ttl))
+	}
+	if !storedBefore.IsZero() {
+		bounds += fmt.Sprintf(" AND %s < toDateTime(%d)", quoteIdent(InsertedAtColumn), storedBefore.Unix())
+	}
+	return fmt.Sprintf(
+		"(SELECT * FROM (SELECT *, %s FROM %s) ANY LEFT JOIN "+
+			"(SELECT %s, toUInt8(1) AS __found%d, argMax(tuple(%s), %s) AS __v%d FROM %s WHERE %s GROUP BY %s) USING %s)",
+		strings.Join(entityKeys, ", "), from,
+		strings.Join(keyCols, ", "), idx, strings.Join(vals, ", "), order, idx, s.viewTable(v), bounds, strings.Join(aliases, ", "),
+		strings.Join(aliases, ", ")), nil
 }
 
 // canonical converts a feature value read from a view table into the
