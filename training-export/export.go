@@ -56,6 +56,10 @@ type Request struct {
 	// holds them in a temporary file): the manifest records this name and
 	// the content's hash, not the temporary path.
 	EntitiesUpload string
+	// InlineEntities marks an upload as rows sent inline in a request:
+	// the manifest keeps them (up to 4 MiB of CSV) so that it alone
+	// reproduces the export.
+	InlineEntities bool
 }
 
 // Result summarises a finished export.

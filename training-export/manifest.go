@@ -1,6 +1,7 @@
 package trainingexport
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -57,14 +58,22 @@ type ManifestColumn struct {
 
 // EntitySource says where the entity rows came from.
 type EntitySource struct {
-	// Kind is "file" or "sql".
+	// Kind is "file" (a file on the exporting machine, at Path), "upload"
+	// (a file a client sent the ExportService, named Path), "inline"
+	// (rows sent in the request, kept in Content as CSV) or "sql".
 	Kind            string `json:"kind"`
 	Path            string `json:"path,omitempty"`
 	Format          string `json:"format,omitempty"`
 	SHA256          string `json:"sha256,omitempty"`
 	SQL             string `json:"sql,omitempty"`
 	TimestampColumn string `json:"timestamp_column,omitempty"`
+	// Content holds inline entity rows (CSV), so the manifest alone
+	// reproduces the export.
+	Content string `json:"content,omitempty"`
 }
+
+// maxInlineContent bounds the inline entity rows a manifest carries.
+const maxInlineContent = 4 << 20
 
 // ManifestPath is where an export's manifest is written: beside it.
 func ManifestPath(out string) string { return out + ".manifest.json" }
@@ -167,10 +176,13 @@ func (e *MismatchError) Error() string {
 }
 
 // Reproduce exports a manifest's snapshot again into out: the same
-// definitions version, entity rows, features, format and watermark. An
-// entity file that changed since, or a result whose bytes differ, is an
-// error.
-func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out string, progress func(stage string, rows int64)) (Result, error) {
+// definitions version, entity rows, features, format and watermark. The
+// entity rows are the manifest's own (SQL, inline rows, the recorded file)
+// or entities, a file whose sha256 must be the recorded one (required for
+// rows a client uploaded). A streamed export is reproduced as the same
+// Arrow IPC stream bytes. An entity file that changed since, or a result
+// whose bytes differ, is an error.
+func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out, entities string, progress func(stage string, rows int64)) (Result, error) {
 	av, err := store.AppliedAt(ctx, m.DefinitionsVersion)
 	if err != nil {
 		return Result{}, err
@@ -187,20 +199,59 @@ func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out strin
 	}
 	switch m.Entities.Kind {
 	case "sql":
+		if entities != "" {
+			return Result{}, fmt.Errorf("snapshot %s: its entity rows come from a query; --entities does not apply", m.SnapshotID)
+		}
 		req.EntitiesSQL = m.Entities.SQL
-	case "file":
-		sum, err := fileSHA256(m.Entities.Path)
+	case "inline":
+		if m.Entities.Content == "" {
+			return Result{}, fmt.Errorf("snapshot %s: its inline entity rows were too large to keep in the manifest", m.SnapshotID)
+		}
+		tmp, err := os.CreateTemp("", "tailor-inline-*.csv")
+		if err != nil {
+			return Result{}, err
+		}
+		defer os.Remove(tmp.Name())
+		_, err = tmp.WriteString(m.Entities.Content)
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return Result{}, err
+		}
+		entities = tmp.Name()
+		fallthrough
+	case "file", "upload":
+		if entities == "" && m.Entities.Kind == "upload" {
+			return Result{}, fmt.Errorf("snapshot %s: its entity rows were uploaded by a client (%s, sha256 %s): pass that file with --entities", m.SnapshotID, m.Entities.Path, m.Entities.SHA256)
+		}
+		if entities == "" {
+			entities = m.Entities.Path
+		}
+		sum, err := fileSHA256(entities)
 		if err != nil {
 			return Result{}, fmt.Errorf("snapshot %s: entity file: %w", m.SnapshotID, err)
 		}
 		if sum != m.Entities.SHA256 {
-			return Result{}, fmt.Errorf("snapshot %s: entity file %s changed since the export (sha256 %s, was %s)", m.SnapshotID, m.Entities.Path, sum, m.Entities.SHA256)
+			return Result{}, fmt.Errorf("snapshot %s: entity file %s is not the one exported (sha256 %s, recorded %s)", m.SnapshotID, entities, sum, m.Entities.SHA256)
 		}
-		req.EntitiesFile, req.EntitiesFormat = m.Entities.Path, m.Entities.Format
+		req.EntitiesFile, req.EntitiesFormat = entities, m.Entities.Format
+		if m.Entities.Kind != "file" {
+			// The reproduction records the same source as the original.
+			req.EntitiesUpload, req.InlineEntities = m.Entities.Path, m.Entities.Kind == "inline"
+			if req.EntitiesUpload == "" {
+				req.EntitiesUpload = m.Entities.Kind
+			}
+		}
 	default:
 		return Result{}, fmt.Errorf("snapshot %s: unknown entity source %q", m.SnapshotID, m.Entities.Kind)
 	}
-	res, err := Export(ctx, store, av.Repo, req)
+	var res Result
+	if m.Format == StreamFormat {
+		res, err = reproduceStream(ctx, store, av.Repo, req, out)
+	} else {
+		res, err = Export(ctx, store, av.Repo, req)
+	}
 	if err != nil {
 		return res, err
 	}
@@ -212,6 +263,29 @@ func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out strin
 		return res, err
 	}
 	return res, nil
+}
+
+// reproduceStream writes a streamed export again, as the same Arrow IPC
+// stream bytes, into the file out (which appears only once complete).
+func reproduceStream(ctx context.Context, store *offline.Store, repo *definitions.Repo, req Request, out string) (Result, error) {
+	tmp := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".partial")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return Result{}, err
+	}
+	defer os.Remove(tmp)
+	bw := bufio.NewWriterSize(f, 1<<20)
+	res, err := ExportStream(ctx, store, repo, req, bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return res, err
+	}
+	return res, os.Rename(tmp, out)
 }
 
 // manifestFor fills what the export knows once it is written.
@@ -242,6 +316,16 @@ func manifestFor(req Request, refs []definitions.FeatureRef, set *offline.Entity
 			return nil, fmt.Errorf("entity rows: %w", err)
 		}
 		m.Entities.Kind, m.Entities.Path, m.Entities.Format, m.Entities.SHA256 = "upload", req.EntitiesUpload, req.EntitiesFormat, sum
+		if req.InlineEntities {
+			m.Entities.Kind, m.Entities.Path = "inline", ""
+			if st, err := os.Stat(req.EntitiesFile); err == nil && st.Size() <= maxInlineContent {
+				b, err := os.ReadFile(req.EntitiesFile)
+				if err != nil {
+					return nil, fmt.Errorf("entity rows: %w", err)
+				}
+				m.Entities.Content = string(b)
+			}
+		}
 	default:
 		abs, err := filepath.Abs(req.EntitiesFile)
 		if err != nil {

@@ -88,14 +88,15 @@ func (a *app) exportCmd() *cobra.Command {
 			"manifest (OUT.manifest.json, also kept in ClickHouse) records the snapshot id, definitions\n" +
 			"version, features with types, entity source, rows, time range and content hash.\n" +
 			"`tailor export --manifest M --out FILE` reproduces the same bytes later, whatever rows\n" +
-			"arrived since.",
+			"arrived since (for entity rows a client uploaded to the ExportService, pass the file again\n" +
+			"with --entities; it must have the recorded sha256).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			req.Features = splitList(features)
 			if manifest != "" {
-				if req.EntitiesFile != "" || req.EntitiesSQL != "" || len(req.Features) > 0 || req.Service != "" {
-					return fmt.Errorf("--manifest reproduces a recorded export: give only --out (and not --entities, --entities-sql, --features or --service)")
+				if req.EntitiesSQL != "" || len(req.Features) > 0 || req.Service != "" || server != "" {
+					return fmt.Errorf("--manifest reproduces a recorded export: give only --out, and --entities for entity rows a client uploaded (not --entities-sql, --features, --service or --server)")
 				}
 				if req.Out == "" {
 					return fmt.Errorf("no output file: pass --out FILE")
@@ -110,7 +111,7 @@ func (a *app) exportCmd() *cobra.Command {
 				}
 				defer store.Close()
 				p := newProgress(a.errOut)
-				res, err := trainingexport.Reproduce(ctx, store, m, req.Out, p.update)
+				res, err := trainingexport.Reproduce(ctx, store, m, req.Out, req.EntitiesFile, p.update)
 				p.done()
 				if err != nil {
 					return err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -153,4 +154,96 @@ func TestExportServiceStreamsTheFileExport(t *testing.T) {
 			t.Errorf("%v: %v, want InvalidArgument naming %s", tc.req, err, tc.want)
 		}
 	}
+}
+
+// TestExportServiceManifestsReproduce reproduces streamed exports from
+// their manifests after newer rows arrived: inline rows from the manifest
+// alone, an uploaded file when it is given back (and refused when it is
+// missing or another file); the result is the same Arrow stream bytes.
+func TestExportServiceManifestsReproduce(t *testing.T) {
+	c, dir := tourSetup(t)
+	base, _ := startServe(t, c, "--warm-start=false")
+	str := func(s string) *featurestorev1.Value {
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: s}}
+	}
+	ts := func(s string) *featurestorev1.Value {
+		at, _ := time.Parse(time.RFC3339, s)
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_TimestampValue{TimestampValue: timestamppb.New(at)}}
+	}
+	requests := map[string]*exportv1.ExportTrainingSetRequest{
+		"upload": {FeatureService: "svc", Entities: &exportv1.ExportTrainingSetRequest_File{File: &exportv1.EntityFile{Content: []byte(tourEntities), Format: "csv", Name: "entities.csv"}}},
+		"inline": {Features: []string{"customer_stats:orders_7d", "customer_stats:segment"}, Entities: &exportv1.ExportTrainingSetRequest_Inline{Inline: &exportv1.InlineEntities{Rows: []*exportv1.InlineRow{
+			{Values: map[string]*featurestorev1.Value{"customer_id": str("c1"), "event_timestamp": ts("2024-01-02T12:00:00Z")}},
+			{Values: map[string]*featurestorev1.Value{"customer_id": str("c3"), "event_timestamp": ts("2024-01-01T00:00:00Z")}},
+		}}}},
+	}
+	manifests := map[string]string{}
+	before := map[string]string{}
+	for kind, req := range requests {
+		csv, m := streamCSV(t, base, req)
+		if m["entities"].(map[string]any)["kind"] != kind {
+			t.Fatalf("%s export: manifest entities %v", kind, m["entities"])
+		}
+		b, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		manifests[kind] = filepath.Join(dir, kind+".manifest.json")
+		writeFile(t, manifests[kind], string(b))
+		before[kind] = csv
+	}
+	// Newer rows arrive: a fresh export sees them.
+	more := filepath.Join(dir, "more.csv")
+	writeFile(t, more, "customer_id,event_ts,created_ts,orders_7d,spend,segment\nc1,2024-01-02 06:00:00,2024-01-02 06:00:00,99,9.9,new\nc3,2023-12-30 00:00:00,2023-12-30 00:00:00,5,5,old\n")
+	c.ok("ingest", "customer_stats", more)
+	if fresh, _ := streamCSV(t, base, requests["inline"]); fresh == before["inline"] {
+		t.Fatal("the newer rows changed nothing; the test proves nothing")
+	}
+
+	out := filepath.Join(dir, "inline.arrows")
+	mustContain(t, c.ok("export", "--manifest", manifests["inline"], "--out", out), "reproduced")
+	if got := arrowStreamCSV(t, out); got != before["inline"] {
+		t.Fatalf("reproduced inline export:\n%s\nwas\n%s", got, before["inline"])
+	}
+
+	out = filepath.Join(dir, "upload.arrows")
+	mustContain(t, c.fails("export", "--manifest", manifests["upload"], "--out", out), "uploaded", "--entities", "entities.csv")
+	other := filepath.Join(dir, "other.csv")
+	writeFile(t, other, tourEntities+"c1,9007199254740993,2024-01-03 00:00:00,1\n")
+	mustContain(t, c.fails("export", "--manifest", manifests["upload"], "--entities", other, "--out", out), "not the one exported")
+	if _, err := os.Stat(out); err == nil {
+		t.Fatal("a refused reproduction left a file")
+	}
+	mustContain(t, c.ok("export", "--manifest", manifests["upload"], "--entities", filepath.Join(dir, "data/entities.csv"), "--out", out), "reproduced")
+	if got := arrowStreamCSV(t, out); got != before["upload"] {
+		t.Fatalf("reproduced upload export:\n%s\nwas\n%s", got, before["upload"])
+	}
+}
+
+// arrowStreamCSV renders an Arrow IPC stream file as CSV.
+func arrowStreamCSV(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ipc.NewReader(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("%s is not an Arrow IPC stream: %v", path, err)
+	}
+	defer r.Release()
+	var out bytes.Buffer
+	w, err := tablefile.NewWriter(&out, tablefile.CSV, r.Schema(), tablefile.WriteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for r.Next() {
+		if err := w.Write(r.RecordBatch()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
 }

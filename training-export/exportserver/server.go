@@ -108,7 +108,7 @@ func (s *Server) ExportTrainingSet(ctx context.Context, req *connect.Request[exp
 			return connect.NewError(connect.CodeInternal, err)
 		}
 		defer os.Remove(path)
-		r.EntitiesFile, r.EntitiesFormat, r.EntitiesUpload = path, "csv", "inline"
+		r.EntitiesFile, r.EntitiesFormat, r.EntitiesUpload, r.InlineEntities = path, "csv", "inline", true
 	default:
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("no entity rows: give inline rows, a file or a SQL query"))
 	}
