@@ -8,6 +8,10 @@ GO ?= go
 # Packages whose tests run with the race detector (concurrency-heavy);
 # every other package runs without it.
 RACE_PKGS ?= ./featurestore/... ./serving/...
+# End-to-end tests of concurrent pipelines outside RACE_PKGS, run a second
+# time with the race detector: batch scoring's fetch/model/write stages and
+# export cancellation.
+RACE_E2E ?= -run 'Score|Cancel' ./cmd/tailor/
 TEST_TIMEOUT ?= 20m
 BENCH_OUT ?= benchmarks/results.txt
 
@@ -50,6 +54,10 @@ test: deps check-generated
 	if [ -n "$$rest" ]; then \
 		echo "go test -timeout $(TEST_TIMEOUT) (the other packages)"; \
 		$(GO) test -timeout $(TEST_TIMEOUT) $$rest; \
+	fi; \
+	if [ -n "$(RACE_E2E)" ]; then \
+		echo "go test -race $(RACE_E2E)"; \
+		$(GO) test -race -timeout $(TEST_TIMEOUT) $(RACE_E2E); \
 	fi
 
 demo: deps build

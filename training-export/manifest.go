@@ -225,15 +225,16 @@ func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out, enti
 		if entities == "" && m.Entities.Kind == "upload" {
 			return Result{}, fmt.Errorf("snapshot %s: its entity rows were uploaded by a client (%s, sha256 %s): pass that file with --entities", m.SnapshotID, m.Entities.Path, m.Entities.SHA256)
 		}
+		differs := "is not the one exported"
 		if entities == "" {
-			entities = m.Entities.Path
+			entities, differs = m.Entities.Path, "changed since the export"
 		}
 		sum, err := fileSHA256(entities)
 		if err != nil {
 			return Result{}, fmt.Errorf("snapshot %s: entity file: %w", m.SnapshotID, err)
 		}
 		if sum != m.Entities.SHA256 {
-			return Result{}, fmt.Errorf("snapshot %s: entity file %s is not the one exported (sha256 %s, recorded %s)", m.SnapshotID, entities, sum, m.Entities.SHA256)
+			return Result{}, fmt.Errorf("snapshot %s: entity file %s %s (sha256 %s, recorded %s)", m.SnapshotID, entities, differs, sum, m.Entities.SHA256)
 		}
 		req.EntitiesFile, req.EntitiesFormat = entities, m.Entities.Format
 		if m.Entities.Kind != "file" {
