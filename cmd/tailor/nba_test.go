@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -256,18 +257,48 @@ fallback: {products: [p8, p7, p6, p5, p4, p3], channel: email, send_after: 2d}
 	}
 
 	// Batch scoring gives every customer the answer the online service
-	// gives at the same instant.
+	// gives at the same instant: c1, a stranger, and random customers
+	// (random features, owned products and consents, some unset).
+	rng := rand.New(rand.NewPCG(6, 6))
+	ids := []string{"c1", "stranger"}
+	var random []*featurestorev1.PushRow
+	for i := range 30 {
+		id := fmt.Sprintf("r%d", i)
+		ids = append(ids, id)
+		rv := map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: id}}}
+		for f := range 10 {
+			if rng.IntN(8) > 0 {
+				rv[fmt.Sprintf("f%d", f)] = &featurestorev1.Value{Kind: &featurestorev1.Value_Float32Value{Float32Value: rng.Float32()*4 - 2}}
+			}
+		}
+		var owned []string
+		for _, p := range products {
+			if rng.IntN(4) == 0 {
+				owned = append(owned, p)
+			}
+		}
+		rv["owned"] = &featurestorev1.Value{Kind: &featurestorev1.Value_StringListValue{StringListValue: &featurestorev1.StringList{Values: owned}}}
+		for _, ch := range []string{"consent_email", "consent_sms"} {
+			if rng.IntN(3) > 0 {
+				rv[ch] = &featurestorev1.Value{Kind: &featurestorev1.Value_BoolValue{BoolValue: rng.IntN(2) == 0}}
+			}
+		}
+		random = append(random, &featurestorev1.PushRow{Values: rv, EventTimestamp: timestamppb.New(time.Now().Add(-time.Duration(1+rng.IntN(600)) * time.Minute))})
+	}
+	if _, err := featurestorev1connect.NewFeatureServiceClient(h2cClient(), base).Push(ctx, connect.NewRequest(&featurestorev1.PushRequest{FeatureView: "cust", Rows: random})); err != nil {
+		t.Fatal(err)
+	}
 	now := time.Now().UTC().Truncate(time.Second)
 	ents := filepath.Join(dir, "customers.csv")
-	writeFile(t, ents, "customer_id\nc1\nstranger\n")
+	writeFile(t, ents, "customer_id\n"+strings.Join(ids, "\n")+"\n")
 	batchOut := filepath.Join(dir, "nba.csv")
 	mustContain(t, c.ok("score", "--next-best-action", "--nba", filepath.Join(dir, "nba.yaml"), "--k", "3", "--entities", ents,
-		"--at", now.Format(time.RFC3339), "--out", batchOut), "next best action for 2 entities")
+		"--at", now.Format(time.RFC3339), "--out", batchOut), fmt.Sprintf("next best action for %d entities", len(ids)))
 	lines := strings.Split(strings.TrimSpace(readFile(t, batchOut)), "\n")
-	if lines[0] != "customer_id,products,product_scores,send_at,channel,fallback,fallback_reasons,models" || len(lines) != 3 {
+	if lines[0] != "customer_id,products,product_scores,send_at,channel,fallback,fallback_reasons,models" || len(lines) != len(ids)+1 {
 		t.Fatalf("batch answer:\n%s", readFile(t, batchOut))
 	}
-	for i, id := range []string{"c1", "stranger"} {
+	for i, id := range ids {
 		resp, err := client.NextBestAction(ctx, connect.NewRequest(&servingv1.NextBestActionRequest{
 			Entities: map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: id}}},
 			K:        3, RequestTime: timestamppb.New(now),
