@@ -252,7 +252,7 @@ func (p *parser) entity(n *yaml.Node) (Entity, bool) {
 
 func (p *parser) view(n *yaml.Node) (FeatureView, bool) {
 	obj := objectName("feature_view", n)
-	f := p.mapping(n, obj, map[string]bool{"name": true, "entities": true, "ttl": true, "source": true, "features": true, "tags": true, "description": true})
+	f := p.mapping(n, obj, map[string]bool{"name": true, "entities": true, "ttl": true, "source": true, "features": true, "aggregations": true, "tags": true, "description": true})
 	v := FeatureView{Pos: p.pos(n)}
 	before := len(p.errs)
 	v.Name, _ = p.str(f["name"], obj, "name")
@@ -296,11 +296,30 @@ func (p *parser) view(n *yaml.Node) (FeatureView, bool) {
 	} else if v.Source.Table == "" {
 		v.Source.CreatedTimestampField = "created_ts"
 	}
-	feats := p.seq(f["features"], "features")
-	if f["features"] == nil {
-		p.errorf(n, obj, "features is required: at least one feature")
-	} else if len(feats) == 0 && f["features"].Kind == yaml.SequenceNode {
-		p.errorf(f["features"], obj, "features must list at least one feature")
+	if an := f["aggregations"]; an != nil {
+		// A windowed view: features aggregated from an event table.
+		switch {
+		case f["features"] != nil:
+			p.errorf(f["features"], obj, "a view has features or aggregations, not both")
+		case v.Source.Table == "":
+			p.errorf(an, obj, "aggregations read an event table: give source.table")
+		case f["ttl"] != nil:
+			p.errorf(f["ttl"], obj, "ttl does not apply to aggregations (each has its window)")
+		case src["created_timestamp_field"] != nil:
+			p.errorf(src["created_timestamp_field"], obj, "created_timestamp_field does not apply to aggregations (events are not versions)")
+		}
+		v.Features = p.aggregations(an, obj)
+	}
+	var feats []*yaml.Node
+	switch {
+	case f["aggregations"] != nil: // parsed above
+	case f["features"] == nil:
+		p.errorf(n, obj, "features (or aggregations of an event table) is required: at least one feature")
+	default:
+		feats = p.seq(f["features"], "features")
+		if len(feats) == 0 && f["features"].Kind == yaml.SequenceNode {
+			p.errorf(f["features"], obj, "features must list at least one feature")
+		}
 	}
 	for _, fn := range feats {
 		ff := p.mapping(fn, obj+" feature", map[string]bool{"name": true, "type": true, "description": true})

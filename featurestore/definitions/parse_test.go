@@ -131,6 +131,19 @@ func TestParseErrors(t *testing.T) {
 		{"service with missing feature", view("    features: [{name: f, type: int64}]\nfeature_services:\n  - name: s\n    features: [\"v:g\"]\n"), 8, `feature_service "s"`, `"v:g"`},
 		{"service with missing view", view("    features: [{name: f, type: int64}]\nfeature_services:\n  - name: s\n    features: [\"w:*\"]\n"), 8, `feature_service "s"`, `unknown feature view "w"`},
 		{"tags not strings", view("    features: [{name: f, type: int64}]\n    tags: {a: [1]}\n"), 7, `feature_view "v"`, "tags"},
+		{"aggregations without a table", view("    aggregations: [{name: n, function: count, window: 30d}]\n"), 6, `feature_view "v"`, "source.table"},
+		{"aggregations and features", view("    source: {table: orders}\n    features: [{name: f, type: int64}]\n    aggregations: [{name: n, function: count, window: 30d}]\n"), 7, `feature_view "v"`, "not both"},
+		{"aggregations with a ttl", view("    source: {table: orders}\n    ttl: 1h\n    aggregations: [{name: n, function: count, window: 30d}]\n"), 7, `feature_view "v"`, "ttl does not apply"},
+		{"unknown function", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: median, column: amount, window: 30d}\n"), 8, `feature_view "v"`, `unknown function "median"`},
+		{"sum without a column", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: sum, window: 30d}\n"), 8, `feature_view "v"`, "sum needs a column"},
+		{"count with a column", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: count, column: amount, window: 30d}\n"), 8, `feature_view "v"`, "count takes no column"},
+		{"no window", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: count}\n"), 8, `feature_view "v"`, "window is required"},
+		{"bad window", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: count, window: 30 days}\n"), 8, `feature_view "v"`, `window "30 days"`},
+		{"sub-second window", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: count, window: 1500ms}\n"), 8, `feature_view "v"`, "whole seconds"},
+		{"share without where", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: share, window: 30d}\n"), 8, `feature_view "v"`, "share needs where"},
+		{"last without a type", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: last, column: product_id, window: 30d}\n"), 8, `feature_view "v"`, "needs a type"},
+		{"array type", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: last, column: p, type: array<string>, window: 30d}\n"), 8, `feature_view "v"`, "not a scalar"},
+		{"duplicate aggregation", view("    source: {table: orders, timestamp_field: ts}\n    aggregations:\n      - {name: n, function: count, window: 30d}\n      - {name: n, function: count, window: 7d}\n"), 9, `feature_view "v"`, `feature "n" defined twice`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -149,6 +162,48 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error %q does not name file:line", err)
 			}
 		})
+	}
+}
+
+func TestParseAggregations(t *testing.T) {
+	repo, err := Parse(map[string][]byte{"f.yaml": []byte(`entities:
+  - {name: customer, join_key: customer_id, type: string}
+feature_views:
+  - name: orders
+    entities: [customer]
+    source: {table: retail_orders, timestamp_field: ts}
+    aggregations:
+      - {name: orders_30d, function: count, window: 30d}
+      - {name: spend_7d, function: sum, column: amount, window: 7d}
+      - {name: last_product, function: last, column: product_id, type: string, window: 12h}
+      - {name: email_share, function: share, where: "channel = 'email'", window: 90m}
+`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := repo.View("orders")
+	if !v.Windowed() || v.LongestWindow() != 30*24*time.Hour || v.TTL != 0 || v.Source.CreatedTimestampField != "" {
+		t.Fatalf("view %+v", v)
+	}
+	want := []struct {
+		name string
+		typ  ValueType
+		agg  Aggregation
+	}{
+		{"orders_30d", Int64, Aggregation{Function: AggCount, Window: 30 * 24 * time.Hour}},
+		{"spend_7d", Float64, Aggregation{Function: AggSum, Column: "amount", Window: 7 * 24 * time.Hour}},
+		{"last_product", String, Aggregation{Function: AggLast, Column: "product_id", Window: 12 * time.Hour}},
+		{"email_share", Float64, Aggregation{Function: AggShare, Where: "channel = 'email'", Window: 90 * time.Minute}},
+	}
+	for i, w := range want {
+		f := v.Features[i]
+		if f.Name != w.name || f.Type != w.typ || f.Agg == nil || *f.Agg != w.agg || f.Pos.Line != 8+i {
+			t.Errorf("feature %d = %+v (agg %+v), want %+v", i, f, f.Agg, w)
+		}
+	}
+	refs, err := repo.ResolveRefs([]string{"orders:*"})
+	if err != nil || len(refs) != 4 {
+		t.Fatalf("refs %v, %v", refs, err)
 	}
 }
 

@@ -37,7 +37,10 @@ type Feature struct {
 	Name        string    `json:"name"`
 	Type        ValueType `json:"type"`
 	Description string    `json:"description,omitempty"`
-	Pos         Pos       `json:"pos"`
+	// Agg, in a windowed view, is how the feature is computed from the
+	// view's event table.
+	Agg *Aggregation `json:"aggregation,omitempty"`
+	Pos Pos          `json:"pos"`
 }
 
 // Source says where a view's rows live: an existing ClickHouse table, or
