@@ -26,6 +26,9 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 	if !ok {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("unknown feature view %q", req.Msg.GetFeatureView()))
 	}
+	if v.Windowed() {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("feature view %q aggregates the events of %s: its features are computed, not pushed", v.Name, v.Source.Table))
+	}
 	rows := req.Msg.GetRows()
 	if len(rows) == 0 {
 		return connect.NewResponse(&featurestorev1.PushResponse{}), nil

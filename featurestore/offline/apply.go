@@ -248,7 +248,21 @@ func (s *Store) planView(ctx context.Context, repo *definitions.Repo, v *definit
 			check(v.Pos, cf, timestampCompatible, "the created timestamp, DateTime")
 		}
 		for _, f := range v.Features {
-			check(f.Pos, f.Name, func(t string) bool { return compatible(f.Type, t) }, fmt.Sprintf("feature %q, %s", f.Name, f.Type))
+			if f.Agg == nil {
+				check(f.Pos, f.Name, func(t string) bool { return compatible(f.Type, t) }, fmt.Sprintf("feature %q, %s", f.Name, f.Type))
+				continue
+			}
+			if f.Agg.Column != "" {
+				check(f.Pos, f.Agg.Column, func(t string) bool { return aggCompatible(f, t) }, fmt.Sprintf("the column of aggregation %q, %s %s", f.Name, f.Agg.Function, f.Type))
+			}
+			if f.Agg.Where != "" {
+				// ClickHouse judges the expression: analysing it on no rows
+				// finds unknown columns, bad syntax and type errors.
+				q := fmt.Sprintf("SELECT count() FROM (SELECT * FROM %s LIMIT 0) WHERE (%s)", table, f.Agg.Where)
+				if err := s.conn.Exec(ctx, q); err != nil {
+					refuse(f.Pos, "aggregation %q: where %q does not work on %s: %v", f.Name, f.Agg.Where, table.Plain(), chMessage(err))
+				}
+			}
 		}
 	} else if exists {
 		// The table outlived an earlier definition, or is the applied one:

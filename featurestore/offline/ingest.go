@@ -85,6 +85,9 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 	if !ok {
 		return IngestResult{}, fmt.Errorf("ingest %s: %w", name, &UnknownViewError{View: viewName})
 	}
+	if v.Windowed() {
+		return IngestResult{}, fmt.Errorf("ingest %s: feature view %q aggregates the events of %s: its features are computed, not ingested (load events into that table)", name, v.Name, v.Source.Table)
+	}
 	if opt.BatchRows <= 0 {
 		opt.BatchRows = 65536
 	}

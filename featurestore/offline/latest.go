@@ -78,6 +78,9 @@ func versionExpr(v *definitions.FeatureView) string {
 // among the rows passing where, of the keys passing having (conditions on
 // the aggregated version column "_version").
 func (s *Store) latestSQL(repo *definitions.Repo, v *definitions.FeatureView, at time.Time, where, having []string) string {
+	if v.Windowed() {
+		return s.windowLatestSQL(repo, v, at, where, having)
+	}
 	ts := quoteIdent(v.Source.TimestampField)
 	version := versionExpr(v)
 	var feats []string

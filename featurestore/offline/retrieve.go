@@ -209,6 +209,14 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 				return nil, err
 			}
 		}
+		if p.view.Windowed() {
+			sub, err := s.windowJoinSQL(repo, set, p.view, i, asOf)
+			if err != nil {
+				return nil, err
+			}
+			from = fmt.Sprintf("(SELECT * FROM %s ANY LEFT JOIN (%s) USING __tailor_row)", from, sub)
+			continue
+		}
 		if set.Rows > 0 && set.minTS == set.maxTS {
 			// One instant for every row (a scoring run): the answer is
 			// each key's latest row, joined by key.
