@@ -83,6 +83,18 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 		conn.Close()
 		return nil, err
 	}
+	if o.Auth.Database == "" || o.Auth.Database == "default" {
+		// Unqualified table names (in entity queries, say) mean tailor's
+		// database, unless the URL names another one.
+		o.Auth.Database = s.db
+		c, err := clickhouse.Open(o)
+		if err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("connect to clickhouse %s: %w", dsn, err)
+		}
+		conn.Close()
+		s.conn = c
+	}
 	return s, nil
 }
 
