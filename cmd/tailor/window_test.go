@@ -111,6 +111,27 @@ func TestWindowFeaturesOnlineAndOffline(t *testing.T) {
 	online("read through")
 	mustContain(t, c.ok("materialize", "--server", base), "orders: 2 keys loaded")
 	online("materialized")
+	// A new event reaches the held key through the server's follower.
+	c.exec(fmt.Sprintf("INSERT INTO %s.orders (customer_id, product_id, amount, channel, ts) SELECT 'a', 'p7', 1, 'push', toDateTime('%s')", c.db, at(day)))
+	want["a"] = "2,3,16,1,p7,1"
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := client.GetOnlineFeatures(context.Background(), connect.NewRequest(&featurestorev1.GetOnlineFeaturesRequest{
+			Features: &featurestorev1.GetOnlineFeaturesRequest_FeatureRefs{FeatureRefs: &featurestorev1.FeatureRefs{Refs: []string{"orders:orders_30d"}}},
+			Entities: []*featurestorev1.EntityRow{{Keys: map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: "a"}}}}},
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Msg.GetRows()[0].GetValues()[0].GetValue().GetInt64Value() == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after a new event, the online orders_30d of a is still %v", resp.Msg.GetRows()[0].GetValues()[0].GetValue())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	online("after a new event")
 	// Windowed views are computed: ingest refuses them.
 	mustContain(t, c.fails("ingest", "orders", ents), "aggregates the events of orders")
 }
