@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,9 +52,15 @@ func streamCSV(t *testing.T, base string, req *exportv1.ExportTrainingSetRequest
 	if manifest == nil {
 		t.Fatal("no manifest at the end of the stream")
 	}
-	r, err := ipc.NewReader(&data)
+	return ipcCSV(t, "the stream", &data), manifest
+}
+
+// ipcCSV renders an Arrow IPC stream as CSV.
+func ipcCSV(t *testing.T, what string, stream io.Reader) string {
+	t.Helper()
+	r, err := ipc.NewReader(stream)
 	if err != nil {
-		t.Fatalf("the stream is not Arrow IPC: %v", err)
+		t.Fatalf("%s is not an Arrow IPC stream: %v", what, err)
 	}
 	defer r.Release()
 	var out bytes.Buffer
@@ -69,7 +76,7 @@ func streamCSV(t *testing.T, base string, req *exportv1.ExportTrainingSetRequest
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return out.String(), manifest
+	return out.String()
 }
 
 // TestExportServiceStreamsTheFileExport streams the tour's training set
@@ -227,23 +234,5 @@ func arrowStreamCSV(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := ipc.NewReader(bytes.NewReader(b))
-	if err != nil {
-		t.Fatalf("%s is not an Arrow IPC stream: %v", path, err)
-	}
-	defer r.Release()
-	var out bytes.Buffer
-	w, err := tablefile.NewWriter(&out, tablefile.CSV, r.Schema(), tablefile.WriteOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for r.Next() {
-		if err := w.Write(r.RecordBatch()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out.String()
+	return ipcCSV(t, path, bytes.NewReader(b))
 }
