@@ -75,7 +75,7 @@ func newRoot(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "warn", "log level: debug, info, warn, error")
 
 	root.AddCommand(
-		a.applyCmd(), a.planCmd(), a.viewsCmd(), a.ingestCmd(), a.exportCmd(), a.clickhouseCmd(), a.serveCmd(), a.featuresCmd(), a.pushCmd(), a.materializeCmd(), a.modelsCmd(), a.predictCmd(), a.nbaCmd(), a.scoreCmd(), a.generateCmd(),
+		a.applyCmd(), a.planCmd(), a.viewsCmd(), a.ingestCmd(), a.exportCmd(), a.clickhouseCmd(), a.serveCmd(), a.featuresCmd(), a.pushCmd(), a.materializeCmd(), a.modelsCmd(), a.predictCmd(), a.nbaCmd(), a.scoreCmd(), a.generateCmd(), a.trainCmd(),
 	)
 	return root
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -23,6 +24,43 @@ import (
 
 // uploadChunk is how many bytes of a model one upload message carries.
 const uploadChunk = 1 << 20
+
+// registerModel streams a model and its metadata to a server's registry
+// and prints the version it became.
+func (a *app) registerModel(ctx context.Context, client registryv1connect.RegistryServiceClient, server, actor, modelName, specFile string, spec []byte, model io.Reader) error {
+	stream := client.RegisterModel(ctx)
+	if err := stream.Send(&registryv1.RegisterModelRequest{Part: &registryv1.RegisterModelRequest_Metadata{
+		Metadata: &registryv1.ModelUpload{SpecYaml: string(spec), SpecFile: specFile, Actor: actor},
+	}}); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%s: %w", server, err)
+	}
+	buf := make([]byte, uploadChunk)
+	for {
+		n, err := model.Read(buf)
+		if n > 0 {
+			if serr := stream.Send(&registryv1.RegisterModelRequest{Part: &registryv1.RegisterModelRequest_Chunk{Chunk: buf[:n]}}); serr != nil {
+				break // the server answered early; CloseAndReceive has its error
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", modelName, err)
+		}
+	}
+	resp, err := stream.CloseAndReceive()
+	if err != nil {
+		return fmt.Errorf("register %s: %w", modelName, err)
+	}
+	v := resp.Msg.GetVersion()
+	if resp.Msg.GetExisting() {
+		fmt.Fprintf(a.out, "%s is already registered as %s version %d (sha256 %s)\n", modelName, v.GetName(), v.GetVersion(), v.GetSha256())
+		return nil
+	}
+	fmt.Fprintf(a.out, "registered %s version %d (%s, %d bytes, sha256 %s)\n", v.GetName(), v.GetVersion(), v.GetTask(), v.GetSizeBytes(), v.GetSha256())
+	return nil
+}
 
 func (a *app) modelsCmd() *cobra.Command {
 	var server, actor string
@@ -59,38 +97,7 @@ func (a *app) modelsCmd() *cobra.Command {
 				return err
 			}
 			defer f.Close()
-			stream := client().RegisterModel(cmd.Context())
-			if err := stream.Send(&registryv1.RegisterModelRequest{Part: &registryv1.RegisterModelRequest_Metadata{
-				Metadata: &registryv1.ModelUpload{SpecYaml: string(meta), SpecFile: spec, Actor: actor},
-			}}); err != nil && !errors.Is(err, io.EOF) {
-				return fmt.Errorf("%s: %w", server, err)
-			}
-			buf := make([]byte, uploadChunk)
-			for {
-				n, err := f.Read(buf)
-				if n > 0 {
-					if serr := stream.Send(&registryv1.RegisterModelRequest{Part: &registryv1.RegisterModelRequest_Chunk{Chunk: buf[:n]}}); serr != nil {
-						break // the server answered early; CloseAndReceive has its error
-					}
-				}
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return fmt.Errorf("%s: %w", args[0], err)
-				}
-			}
-			resp, err := stream.CloseAndReceive()
-			if err != nil {
-				return fmt.Errorf("register %s: %w", args[0], err)
-			}
-			v := resp.Msg.GetVersion()
-			if resp.Msg.GetExisting() {
-				fmt.Fprintf(a.out, "%s is already registered as %s version %d (sha256 %s)\n", args[0], v.GetName(), v.GetVersion(), v.GetSha256())
-				return nil
-			}
-			fmt.Fprintf(a.out, "registered %s version %d (%s, %d bytes, sha256 %s)\n", v.GetName(), v.GetVersion(), v.GetTask(), v.GetSizeBytes(), v.GetSha256())
-			return nil
+			return a.registerModel(cmd.Context(), client(), server, actor, args[0], spec, meta, f)
 		},
 	}
 	register.Flags().StringVar(&spec, "spec", "", "the model's metadata (default: model.yaml beside the model)")
