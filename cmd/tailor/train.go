@@ -86,7 +86,9 @@ func (a *app) trainCmd() *cobra.Command {
 				return err
 			}
 			p := newProgress(a.errOut)
-			opt.Train.OnEpoch = func(e train.Epoch) { p.update(fmt.Sprintf("train %s, epoch %d, validation loss %.4f", name, e.Epoch, e.ValidLoss), int64(set.Rows())) }
+			opt.Train.OnEpoch = func(e train.Epoch) {
+				p.update(fmt.Sprintf("train %s, epoch %d, validation loss %.4f", name, e.Epoch, e.ValidLoss), int64(set.Rows()))
+			}
 			res, err := trainset.Fit(ctx, set, opt)
 			p.done()
 			if err != nil {

@@ -105,7 +105,6 @@ func writeSet(t *testing.T, n int, timing bool) (string, *trainingexport.Manifes
 	return path, m, rows
 }
 
-
 // TestEncodingMatchesServing: the matrix a model is trained on equals
 // what serving assembles from the same feature values with the model.yaml
 // the trainer writes, nulls included.
