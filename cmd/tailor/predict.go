@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -108,6 +109,7 @@ func (a *app) nbaCmd() *cobra.Command {
 	var values []string
 	var k int
 	var timeout time.Duration
+	var format string
 	cmd := &cobra.Command{
 		Use:   "nba --entity customer_id=C [--k 5] [--exclude P,...] [--channels C,...] [--context K=V,...] --server URL",
 		Short: "Ask a server for a customer's next best action: products, when, which channel",
@@ -135,10 +137,18 @@ func (a *app) nbaCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", server, err)
 			}
-			return a.printJSON(resp.Msg)
+			switch format {
+			case "json":
+				return a.printJSON(resp.Msg)
+			case "text":
+				printNBA(a.out, entity, resp.Msg)
+				return nil
+			}
+			return fmt.Errorf("--format %q: json or text", format)
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&format, "format", "json", "json, or text for people")
 	f.StringVar(&server, "server", "http://127.0.0.1:8080", "base URL of a tailor server")
 	f.StringVar(&entity, "entity", "", "the customer's join keys: key=value[,key=value]")
 	f.IntVar(&k, "k", 5, "how many products")
@@ -148,4 +158,31 @@ func (a *app) nbaCmd() *cobra.Command {
 	f.StringArrayVar(&values, "value", nil, "request values: key=number[,key=number]")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	return cmd
+}
+
+// printNBA writes a next best action for people: the products, when, and
+// through which channel, with the scores behind each.
+func printNBA(w io.Writer, who string, r *servingv1.NextBestActionResponse) {
+	var models []string
+	for _, m := range r.GetModels() {
+		models = append(models, fmt.Sprintf("%s:%d", m.GetName(), m.GetVersion()))
+	}
+	fmt.Fprintf(w, "%s (models %s)\n", who, strings.Join(models, ", "))
+	scored := func(ls []*servingv1.ScoredLabel) string {
+		parts := make([]string, len(ls))
+		for i, l := range ls {
+			parts[i] = fmt.Sprintf("%s %.2f", l.GetLabel(), l.GetScore())
+		}
+		return strings.Join(parts, ", ")
+	}
+	fmt.Fprintf(w, "  products: %s\n", scored(r.GetProducts()))
+	var timing []string
+	for _, b := range r.GetTiming() {
+		timing = append(timing, fmt.Sprintf("%s %.2f", b.GetLabel(), b.GetProbability()))
+	}
+	fmt.Fprintf(w, "  send at:  %s (within %s)\n", r.GetSendAt().AsTime().Format(time.RFC3339), strings.Join(timing, ", "))
+	fmt.Fprintf(w, "  channel:  %s (%s)\n", r.GetChannel(), scored(r.GetChannels()))
+	if r.GetFallback() {
+		fmt.Fprintf(w, "  fallback: %s\n", strings.Join(r.GetFallbackReasons(), "; "))
+	}
 }

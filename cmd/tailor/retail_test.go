@@ -30,7 +30,7 @@ func trainMetric(t *testing.T, out, name string) (model, popularity float64) {
 func TestRetailLoop(t *testing.T) {
 	c := newCLI(t)
 	mustContain(t, c.ok("generate", "retail", "--customers", "3000", "--days", "150", "--end", "2026-11-01", "--seed", "4"), "3000 customers")
-	c.ok("apply", filepath.Join("..", "..", "examples", "retail"))
+	c.ok("apply", filepath.Join("..", "..", "examples", "retail", "features"))
 	dir := t.TempDir()
 	base, _ := startServe(t, c, "--warm-start=false")
 	outs := map[string]string{}
