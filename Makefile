@@ -14,6 +14,7 @@ RACE_PKGS ?= ./featurestore/... ./serving/...
 RACE_E2E ?= -run 'Score|Cancel' ./cmd/tailor/
 TEST_TIMEOUT ?= 20m
 BENCH_OUT ?= benchmarks/results.txt
+BENCH_RESULTS ?= benchmarks/out
 
 # Where scripts/deps.sh puts ONNX Runtime; tests, benchmarks and the demo
 # load the library from ONNXRUNTIME_LIB.
@@ -63,9 +64,14 @@ test: deps check-generated
 demo: deps build
 	bash scripts/demo.sh
 
+# make bench runs every benchmark; each records its figures (floor, ratio,
+# target) into $(BENCH_RESULTS), and the report turns them into
+# benchmarks/RESULTS.md with SVG latency histograms in benchmarks/plots.
 bench: deps
 	mkdir -p $(dir $(BENCH_OUT))
-	$(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./... | tee $(BENCH_OUT)
+	rm -rf $(BENCH_RESULTS)
+	BENCH_RESULTS=$(abspath $(BENCH_RESULTS)) $(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./... | tee $(BENCH_OUT)
+	$(GO) run ./benchmarks/report -in $(BENCH_RESULTS) -out benchmarks/RESULTS.md
 
 # Generated code (proto/gen) is committed; buf and the protoc plugins run
 # through `go tool`, pinned in go.mod.

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tailorhq/tailor/benchmarks/benchrec"
 	"github.com/tailorhq/tailor/featurestore/chserver"
 )
 
@@ -175,6 +176,33 @@ func timed(f func()) time.Duration {
 }
 
 // machine describes where the figures were measured.
+// record adds a figure of the running benchmark to the report
+// (benchmarks/RESULTS.md, written by make bench).
+func record(b *testing.B, r benchrec.Result) {
+	b.Helper()
+	r.Benchmark = b.Name()
+	if r.Machine == "" {
+		r.Machine = machine()
+	}
+	if err := benchrec.Record(r); err != nil {
+		b.Logf("record the figure: %v", err)
+	}
+}
+
+// answered is a latency sample without its failed requests.
+func answered(lat []time.Duration) []time.Duration {
+	out := make([]time.Duration, 0, len(lat))
+	for _, d := range lat {
+		if d != failed {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// ratioText formats a ratio.
+func ratioText(r float64) string { return fmt.Sprintf("%.2fx", r) }
+
 func machine() string {
 	return fmt.Sprintf("%s/%s, %d cores", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
 }

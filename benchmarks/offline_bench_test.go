@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/tailorhq/tailor/benchmarks/benchrec"
 )
 
 const benchRepo = `
@@ -78,6 +80,9 @@ func BenchmarkIngestCSV(b *testing.B) {
 		b.ReportMetric(floorRate, "clickhouse-client_rows/s")
 		b.ReportMetric(tailorRate/floorRate, "ratio_vs_floor")
 		b.ReportMetric(float64(r.peakRSS)/(1<<20), "peak_RSS_MB")
+		record(b, benchrec.Result{Area: "offline store", Measure: fmt.Sprintf("tailor ingest of a %d-row CSV", rows), Value: fmt.Sprintf("%.0f rows/s, peak RSS %d MB", tailorRate, r.peakRSS>>20),
+			Floor: fmt.Sprintf("clickhouse-client INSERT of the same file: %.0f rows/s", floorRate), Ratio: ratioText(tailorRate / floorRate),
+			Target: ">= 0.5x, RSS <= 300 MB", Met: benchrec.Met(tailorRate/floorRate >= 0.5 && r.peakRSS <= 300<<20)})
 		b.Logf("ingest %d CSV rows on %s: tailor %.0f rows/s, clickhouse-client %.0f rows/s, ratio %.2fx (target >= 0.5x), tailor peak RSS %d MB",
 			rows, machine(), tailorRate, floorRate, tailorRate/floorRate, r.peakRSS>>20)
 	}
@@ -117,6 +122,10 @@ func BenchmarkExportPIT(b *testing.B) {
 		b.ReportMetric(ratio, "ratio_vs_floor")
 		b.ReportMetric(float64(rs.peakRSS)/(1<<20), "peak_RSS_100k_MB")
 		b.ReportMetric(float64(rl.peakRSS)/(1<<20), "peak_RSS_1M_MB")
+		record(b, benchrec.Result{Area: "offline store", Measure: "tailor export, point in time, 1M entity rows over 3 views / 10M feature rows",
+			Value: fmt.Sprintf("%.2f s; peak RSS %d MB at 100k rows, %d MB at 1M", rl.wall.Seconds(), rs.peakRSS>>20, rl.peakRSS>>20),
+			Floor: fmt.Sprintf("raw ClickHouse scan of the same columns: %.2f s", floor.Seconds()), Ratio: ratioText(ratio),
+			Target: "<= 4x, RSS <= 300 MB", Met: benchrec.Met(ratio <= 4 && rl.peakRSS <= 300<<20)})
 		b.Logf("PIT export of 1M entity rows over 3 views / 10M rows on %s: %.2fs, raw scan %.2fs, ratio %.2fx (target <= 4x); peak RSS %d MB at 100k rows, %d MB at 1M rows (target <= 300 MB)",
 			machine(), rl.wall.Seconds(), floor.Seconds(), ratio, rs.peakRSS>>20, rl.peakRSS>>20)
 	}

@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tailorhq/tailor/benchmarks/benchrec"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
 )
@@ -153,6 +154,9 @@ func BenchmarkGetOnlineFeatures(b *testing.B) {
 			b.ReportMetric(perOp(clientCPU, 1)/1e3, "client-cpu-µs/op")
 			b.ReportMetric(float64(clientBytes)/float64(n[1]), "B/op")
 			b.ReportMetric(float64(clientAllocsN)/float64(n[1]), "allocs/op")
+			record(b, benchrec.Result{Area: "online features", Measure: fmt.Sprintf("GetOnlineFeatures, %s x %d features: server CPU per request", c.name, onlineFeatures),
+				Value: fmt.Sprintf("%.1f µs", tailorCPU), Floor: fmt.Sprintf("Connect echo of the same bytes: %.1f µs", echoCPU), Ratio: ratioText(tailorCPU / echoCPU),
+				Target: "<= 1.5x", Met: benchrec.Met(tailorCPU/echoCPU <= 1.5)})
 			b.Logf("GetOnlineFeatures %s x %d features (response %d B from tailor, %d B from echo), %d requests per server over %d connections, on %s:",
 				c.name, onlineFeatures, size[1], size[0], n[1], closedConns, machine())
 			b.Logf("  server CPU tailor %.1f µs/request, echo %.1f, ratio %.2fx (target <= 1.5x); client wall tailor %.1f µs/request, echo %.1f, ratio %.2fx; client CPU %.1f µs per tailor request",
@@ -274,6 +278,15 @@ func BenchmarkOnlineOpenLoop(b *testing.B) {
 			b.ReportMetric(t.p99/f.p99, "p99-ratio-vs-echo")
 			b.ReportMetric(float64(clientBytes)/float64(len(results[1].latency)), "B/op")
 			b.ReportMetric(float64(clientAllocsN)/float64(len(results[1].latency)), "allocs/op")
+			res := benchrec.Result{Area: "online features", Measure: fmt.Sprintf("GetOnlineFeatures open loop at %d rps, 1 row: p50 / p99 / p99.9", rate),
+				Value: fmt.Sprintf("%.0f / %.0f / %.0f µs (%d errors)", t.p50, t.p99, t.p999, t.errors),
+				Floor: fmt.Sprintf("echo: %.0f / %.0f / %.0f µs", f.p50, f.p99, f.p999), Ratio: "p99 " + ratioText(t.p99/f.p99),
+				Histograms: []benchrec.Histogram{{Title: fmt.Sprintf("GetOnlineFeatures at %d rps, 1 row x %d features", rate, onlineFeatures),
+					Series: []benchrec.Series{benchrec.NewSeries("echo", answered(results[0].latency)), benchrec.NewSeries("tailor", answered(results[1].latency))}}}}
+			if rate == 5000 {
+				res.Target, res.Met = "p99 <= 2 ms", benchrec.Met(t.p99 <= 2000)
+			}
+			record(b, res)
 			b.Logf("open loop at %d rps, %d requests per server (1 row x %d features) over %d h2c connections, on %s:", rate, len(results[1].latency), onlineFeatures, openConns, machine())
 			for k, s := range []summary{f, t} {
 				b.Logf("  %-12s p50 %7.0f µs  p99 %7.0f µs  p99.9 %7.0f µs  achieved %5.0f rps  %d errors  send lag p50 %.0f µs, p99 %.0f µs",

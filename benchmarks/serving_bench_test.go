@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tailorhq/tailor/benchmarks/benchrec"
 	"github.com/tailorhq/tailor/serving/onnxrt"
 )
 
@@ -149,6 +150,9 @@ func BenchmarkPredictOverhead(b *testing.B) {
 			b.ReportMetric(get, "getonline-cpu-µs/op")
 			b.ReportMetric(pred/bare, "ratio-vs-bare-run")
 			b.ReportMetric((pred-get)/bare, "overhead-ratio")
+			record(b, benchrec.Result{Area: "models", Measure: fmt.Sprintf("Predict over the network, %d instance(s): server CPU beyond GetOnlineFeatures of the same features", c.rows),
+				Value: fmt.Sprintf("%.1f µs (Predict %.1f, GetOnlineFeatures %.1f)", pred-get, pred, get), Floor: fmt.Sprintf("bare ONNX Runtime run: %.1f µs", bare),
+				Ratio: ratioText((pred - get) / bare), Target: "<= 1.3x", Met: benchrec.Met((pred-get)/bare <= 1.3)})
 			b.Logf("Predict next_product@champion, %d instance(s) x 10 features, %d requests of each kind over %d connections, on %s; Predict and GetOnlineFeatures %s:",
 				c.rows, n, closedConns, machine(), sizes)
 			b.Logf("  server CPU per Predict %.1f µs, per GetOnlineFeatures of the same customers and features %.1f µs; bare Session.Run in-process %.1f µs CPU (%.1f µs wall per run, %d goroutines)",
@@ -255,6 +259,15 @@ func BenchmarkNextBestActionOpenLoop(b *testing.B) {
 			b.ReportMetric(float64(f.errors), "getonline-errors")
 			b.ReportMetric(perReq(0), "getonline-cpu-µs/op")
 			b.ReportMetric(t.p99/f.p99, "p99-ratio-vs-getonline")
+			res := benchrec.Result{Area: "models", Measure: fmt.Sprintf("NextBestAction open loop at %d rps: p50 / p99 / p99.9", rate),
+				Value: fmt.Sprintf("%.0f / %.0f / %.0f µs (%d errors)", t.p50, t.p99, t.p999, t.errors),
+				Floor: fmt.Sprintf("GetOnlineFeatures of its features: %.0f / %.0f / %.0f µs", f.p50, f.p99, f.p999), Ratio: "p99 " + ratioText(t.p99/f.p99),
+				Histograms: []benchrec.Histogram{{Title: fmt.Sprintf("NextBestAction at %d rps (3 models) and GetOnlineFeatures of its features", rate),
+					Series: []benchrec.Series{benchrec.NewSeries("GetOnlineFeatures", answered(results[0].latency)), benchrec.NewSeries("NextBestAction", answered(results[1].latency))}}}}
+			if rate == 1000 {
+				res.Target, res.Met = "p99 <= 5 ms", benchrec.Met(t.p99 <= 5000)
+			}
+			record(b, res)
 			b.Logf("open loop at %d rps, %d requests of each kind (1 customer, 13 features; NextBestAction runs 3 models) over %d h2c connections, on %s:",
 				rate, len(results[1].latency), openConns, machine())
 			for j, s := range []summary{f, t} {

@@ -2,12 +2,14 @@ package batcher
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tailorhq/tailor/benchmarks/benchrec"
 	"github.com/tailorhq/tailor/serving/onnxrt"
 )
 
@@ -66,6 +68,12 @@ func BenchmarkBatcher(b *testing.B) {
 	b.ReportMetric(batched.Stats().AvgBatch, "rows/batch")
 	b.ReportMetric(tUnbatched.Seconds()/tBatched.Seconds(), "batched-vs-unbatched")
 	b.ReportMetric(tDirect.Seconds()/tBatched.Seconds(), "batched-vs-direct")
+	ratio := tUnbatched.Seconds() / tBatched.Seconds()
+	_ = benchrec.Record(benchrec.Result{Area: "models", Benchmark: "serving/batcher " + b.Name(),
+		Measure: fmt.Sprintf("dynamic batching, %d goroutines of single-row requests through next_product.onnx", concurrency),
+		Value:   fmt.Sprintf("%.0f rows/s (%.1f rows per batch)", rows/tBatched.Seconds(), batched.Stats().AvgBatch),
+		Floor:   fmt.Sprintf("the same requests unbatched: %.0f rows/s", rows/tUnbatched.Seconds()),
+		Ratio:   fmt.Sprintf("%.1fx", ratio), Target: ">= 3x", Met: benchrec.Met(ratio >= 3)})
 }
 
 // BenchmarkOverhead measures the batcher's own cost per single-row request

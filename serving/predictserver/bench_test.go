@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tailorhq/tailor/benchmarks/benchrec"
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/onlinestore"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
@@ -111,6 +112,12 @@ func BenchmarkPredictOverhead(b *testing.B) {
 			b.ReportMetric(float64(predict.Nanoseconds())/n, "predict-ns/op")
 			b.ReportMetric(float64(floor.Nanoseconds())/n, "bare-run-ns/op")
 			b.ReportMetric(float64(predict)/float64(floor), "ratio-vs-bare-run")
+			ratio := float64(predict) / float64(floor)
+			_ = benchrec.Record(benchrec.Result{Area: "models", Benchmark: "serving/predictserver " + b.Name(),
+				Measure: fmt.Sprintf("Predict handler in process, %d instance(s), features from memory", rows),
+				Value:   fmt.Sprintf("%.1f µs", float64(predict.Nanoseconds())/n/1e3),
+				Floor:   fmt.Sprintf("bare ONNX Runtime run of the same model and batch: %.1f µs", float64(floor.Nanoseconds())/n/1e3),
+				Ratio:   fmt.Sprintf("%.2fx", ratio), Target: "<= 1.3x", Met: benchrec.Met(ratio <= 1.3)})
 		})
 	}
 }
