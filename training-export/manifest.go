@@ -16,6 +16,7 @@ import (
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/tablefile"
 )
 
 // Manifest describes one export so that it can be traced and reproduced:
@@ -183,6 +184,11 @@ func (e *MismatchError) Error() string {
 // Arrow IPC stream bytes. An entity file that changed since, or a result
 // whose bytes differ, is an error.
 func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out, entities string, progress func(stage string, rows int64)) (Result, error) {
+	// The same bytes come only in the same format: an output named for
+	// another one would hold what its name does not say.
+	if f, err := tablefile.DetectFormat(out, ""); err == nil && m.Format != StreamFormat && string(f) != m.Format {
+		return Result{}, fmt.Errorf("snapshot %s was exported as %s: reproduce it into a .%s file (%s would be %s)", m.SnapshotID, m.Format, m.Format, out, f)
+	}
 	av, err := store.AppliedAt(ctx, m.DefinitionsVersion)
 	if err != nil {
 		return Result{}, err

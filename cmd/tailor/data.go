@@ -105,6 +105,9 @@ func (a *app) exportCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if req.Format != "" && req.Format != m.Format {
+					return fmt.Errorf("--format %s: snapshot %s was exported as %s, and reproduces only in that format", req.Format, m.SnapshotID, m.Format)
+				}
 				store, err := a.openStore(ctx)
 				if err != nil {
 					return err

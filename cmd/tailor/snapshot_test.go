@@ -65,4 +65,7 @@ func TestExportManifestReproduces(t *testing.T) {
 	mustContain(t, c.fails("export", "--manifest", filepath.Join(dir, "train.csv.manifest.json"), "--out", filepath.Join(dir, "x.csv")), "entity file", "changed since the export")
 	mustContain(t, c.fails("export", "--manifest", filepath.Join(dir, "train.csv.manifest.json"), "--out", filepath.Join(dir, "x.csv"), "--service", "svc"), "give only --out")
 	mustContain(t, c.fails("export", "--manifest", filepath.Join(dir, "nope.json"), "--out", filepath.Join(dir, "x.csv")), "nope.json")
+	// The same bytes come only in the recorded format.
+	mustContain(t, c.fails("export", "--manifest", filepath.Join(dir, "train.parquet.manifest.json"), "--out", filepath.Join(dir, "x.csv")), "exported as parquet", ".parquet file")
+	mustContain(t, c.fails("export", "--manifest", filepath.Join(dir, "train.parquet.manifest.json"), "--out", filepath.Join(dir, "x.parquet"), "--format", "csv"), "--format csv", "exported as parquet")
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
@@ -132,6 +133,37 @@ func TestWindowFeaturesOnlineAndOffline(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	online("after a new event")
+
+	// Events pushed to the windowed view are stored in its event table and
+	// served by the next read, without waiting for the follower.
+	str := func(x string) *featurestorev1.Value { return &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: x}} }
+	push := func(rows ...*featurestorev1.PushRow) error {
+		_, err := client.Push(context.Background(), connect.NewRequest(&featurestorev1.PushRequest{FeatureView: "orders", Rows: rows}))
+		return err
+	}
+	event := func(vals map[string]*featurestorev1.Value, ago time.Duration) *featurestorev1.PushRow {
+		return &featurestorev1.PushRow{Values: vals, EventTimestamp: timestamppb.New(now.Add(-ago))}
+	}
+	if err := push(event(map[string]*featurestorev1.Value{"customer_id": str("b"), "product_id": str("p5"), "channel": str("email"),
+		"amount": {Kind: &featurestorev1.Value_Float64Value{Float64Value: 3}}}, 2*day)); err != nil {
+		t.Fatal(err)
+	}
+	want["b"] = "1,2,10,1,p5,2"
+	online("after a push")
+	for _, tc := range []struct {
+		row  *featurestorev1.PushRow
+		want string
+	}{
+		{event(map[string]*featurestorev1.Value{"product_id": str("p5")}, day), `join key "customer_id"`},
+		{event(map[string]*featurestorev1.Value{"customer_id": str("b"), "colour": str("red")}, day), `no column "colour"`},
+		{event(map[string]*featurestorev1.Value{"customer_id": str("b"), "amount": str("lots")}, day), `column "amount"`},
+		{event(map[string]*featurestorev1.Value{"customer_id": str("b")}, -time.Hour), "ahead of the server clock"},
+	} {
+		if err := push(tc.row); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("push %v: %v, want InvalidArgument naming %s", tc.row.GetValues(), err, tc.want)
+		}
+	}
+	online("after refused pushes")
 	// Windowed views are computed: ingest refuses them.
 	mustContain(t, c.fails("ingest", "orders", ents), "aggregates the events of orders")
 }

@@ -19,15 +19,13 @@ import (
 )
 
 // Push stores the rows in ClickHouse in one insert, answers only once they
-// are stored, and then makes the online tier serve them.
+// are stored, and then makes the online tier serve them. Rows pushed to a
+// windowed view are events of its event table.
 func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.PushRequest]) (*connect.Response[featurestorev1.PushResponse], error) {
 	av := s.defs.Load()
 	v, ok := av.Repo.View(req.Msg.GetFeatureView())
 	if !ok {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("unknown feature view %q", req.Msg.GetFeatureView()))
-	}
-	if v.Windowed() {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("feature view %q aggregates the events of %s: its features are computed, not pushed", v.Name, v.Source.Table))
 	}
 	rows := req.Msg.GetRows()
 	if len(rows) == 0 {
@@ -35,6 +33,10 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 	}
 	if len(rows) > MaxEntityRows {
 		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d rows in one push; the limit is %d", len(rows), MaxEntityRows))
+	}
+	if v.Windowed() {
+		// Its features are computed from events: the rows are events.
+		return s.pushEvents(ctx, av.Repo, v, rows)
 	}
 	batch, err := pushBatch(av.Repo, v, rows, time.Now())
 	if err != nil {

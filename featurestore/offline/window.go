@@ -59,14 +59,17 @@ func windowAggs(v *definitions.FeatureView, at, atOnce string) []string {
 }
 
 // windowLatestSQL is latestSQL for a windowed view: per key, the
-// aggregates at instant at, and the key's latest event as _version.
+// aggregates at instant at.
 func (s *Store) windowLatestSQL(repo *definitions.Repo, v *definitions.FeatureView, at time.Time, where, having []string) string {
 	ts := quoteIdent(v.Source.TimestampField)
 	instant := fmt.Sprintf("toDateTime(%d)", at.Unix())
 	conds := append([]string{fmt.Sprintf("%s <= %s AND %s > %s - %d", ts, instant, ts, instant, int64(v.LongestWindow()/time.Second))}, where...)
 	keys := keyColumns(repo, v)
-	q := fmt.Sprintf("SELECT %s, max(%s) AS _version, %s FROM %s WHERE %s GROUP BY %s",
-		keys, versionExpr(v), strings.Join(windowAggs(v, instant, instant), ", "), s.viewTable(v), strings.Join(conds, " AND "), keys)
+	// The version is the latest event with the instant computed at as its
+	// created time: values computed later (an older event arrived, or
+	// events slid out of a window) replace earlier ones in the tier.
+	q := fmt.Sprintf("SELECT %s, toUInt64(toUnixTimestamp(max(%s))) * 4294967296 + %d AS _version, %s FROM %s WHERE %s GROUP BY %s",
+		keys, ts, at.Unix(), strings.Join(windowAggs(v, instant, instant), ", "), s.viewTable(v), strings.Join(conds, " AND "), keys)
 	if len(having) > 0 {
 		q += " HAVING " + strings.Join(having, " AND ")
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
@@ -103,7 +104,7 @@ func Read(path string, m *trainingexport.Manifest, labelCol, timeCol string, voc
 	if err != nil {
 		return nil, fmt.Errorf("timestamp: %w", err)
 	}
-	if schema.Field(timeIdx).Type.ID() != arrow.TIMESTAMP {
+	if id := schema.Field(timeIdx).Type.ID(); id != arrow.TIMESTAMP && id != arrow.STRING {
 		return nil, fmt.Errorf("timestamp column %q is %s, not a timestamp", timeCol, schema.Field(timeIdx).Type)
 	}
 	s := &Set{Manifest: m}
@@ -160,18 +161,18 @@ func (s *Set) append(rec arrow.RecordBatch, labelIdx, timeIdx int, cols []int) e
 	ts := rec.Column(timeIdx)
 	for i := range n {
 		s.Labels = append(s.Labels, labelText(labels, i))
-		t, err := offline.CellValue(ts, i, definitions.Timestamp)
+		t, err := cell(ts, i, definitions.Timestamp)
 		if err != nil || t == nil {
-			return fmt.Errorf("row %d: no timestamp", s.Rows())
+			return fmt.Errorf("row %d: no timestamp (%v)", len(s.Times), err)
 		}
 		s.Times = append(s.Times, t.(time.Time))
 	}
 	for j, f := range s.Features {
 		arr := rec.Column(cols[j])
 		for i := range n {
-			v, err := offline.CellValue(arr, i, f.Type)
+			v, err := cell(arr, i, f.Type)
 			if err != nil {
-				return fmt.Errorf("feature %s: %w", f.Ref, err)
+				return fmt.Errorf("feature %s, row %d: %w", f.Ref, s.Rows()-n+i, err)
 			}
 			if f.Type == definitions.String {
 				text, _ := v.(string)
@@ -184,6 +185,34 @@ func (s *Set) append(rec arrow.RecordBatch, labelIdx, timeIdx int, cols []int) e
 		}
 	}
 	return nil
+}
+
+// cell reads a value of type t; text cells (CSV files are read as text)
+// are parsed as the tailor export wrote them, an empty one being null.
+func cell(arr arrow.Array, i int, t definitions.ValueType) (any, error) {
+	txt, ok := arr.(*array.String)
+	if !ok || t == definitions.String {
+		return offline.CellValue(arr, i, t)
+	}
+	if txt.IsNull(i) || txt.Value(i) == "" {
+		return nil, nil
+	}
+	v := txt.Value(i)
+	switch t {
+	case definitions.Int32, definitions.Int64:
+		n, err := strconv.ParseInt(v, 10, 64)
+		if t == definitions.Int32 {
+			return int32(n), err
+		}
+		return n, err
+	case definitions.Float32, definitions.Float64:
+		return strconv.ParseFloat(v, 64)
+	case definitions.Bool:
+		return strconv.ParseBool(v)
+	case definitions.Timestamp:
+		return tablefile.ParseTimestamp(v)
+	}
+	return nil, fmt.Errorf("%q: cannot read a %s from text", v, t)
 }
 
 // labelText renders a label cell as text.

@@ -1,0 +1,190 @@
+package offline
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
+)
+
+// Event is one row for a windowed view's event table: column name to
+// value (string, int64, float64, bool or time.Time; nil for null).
+type Event map[string]any
+
+// InsertEvents stores events in the event table of windowed view v, in
+// one insert. Every event gives the same columns, among them the view's
+// join keys and timestamp; the table's other columns take their defaults.
+// Each value must fit its column's type; errors name the event and the
+// column.
+func (s *Store) InsertEvents(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, events []Event) error {
+	if !v.Windowed() {
+		return fmt.Errorf("feature view %q is not windowed: push its features instead", v.Name)
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	table := s.viewTable(v)
+	cols, ok, err := s.tableColumns(ctx, table)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("event table %s does not exist", table.Plain())
+	}
+	types := map[string]string{}
+	for _, c := range cols {
+		types[c.Name] = c.Type
+	}
+	var names []string
+	for name := range events[0] {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	required := []string{v.Source.TimestampField}
+	for _, e := range repo.JoinKeys(v) {
+		required = append(required, e.JoinKey)
+	}
+	for _, r := range required {
+		if _, ok := events[0][r]; !ok {
+			return fmt.Errorf("event 0: no value for %q (the view's join keys and timestamp are required)", r)
+		}
+	}
+	for _, name := range names {
+		if _, ok := types[name]; !ok || name == InsertedAtColumn {
+			return fmt.Errorf("event 0: %s has no column %q", table.Plain(), name)
+		}
+	}
+	columns := make([][]any, len(names))
+	for i, ev := range events {
+		if len(ev) != len(names) {
+			return fmt.Errorf("event %d gives %d columns, event 0 gives %d (%s): every event gives the same columns", i, len(ev), len(names), strings.Join(names, ", "))
+		}
+		for j, name := range names {
+			val, ok := ev[name]
+			if !ok {
+				return fmt.Errorf("event %d: no value for %q, which event 0 gives", i, name)
+			}
+			cv, err := columnValue(types[name], val)
+			if err != nil {
+				return fmt.Errorf("event %d: column %q: %w", i, name, err)
+			}
+			columns[j] = append(columns[j], cv)
+		}
+	}
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = quoteIdent(n)
+	}
+	batch, err := s.conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s (%s)", table, strings.Join(quoted, ", ")))
+	if err != nil {
+		return fmt.Errorf("insert events into %s: %w", table.Plain(), err)
+	}
+	for i := range len(events) {
+		row := make([]any, len(names))
+		for j := range names {
+			row[j] = columns[j][i]
+		}
+		if err := batch.Append(row...); err != nil {
+			batch.Abort()
+			return fmt.Errorf("insert events into %s: event %d: %w", table.Plain(), i, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("%w: insert events into %s: %w", ErrUnavailable, table.Plain(), err)
+	}
+	return nil
+}
+
+// columnValue converts v to the Go type the driver takes for a column of
+// ClickHouse type chType.
+func columnValue(chType string, v any) (any, error) {
+	nullable := strings.HasPrefix(chType, "Nullable(") || strings.HasPrefix(chType, "LowCardinality(Nullable(")
+	if v == nil {
+		if !nullable {
+			return nil, fmt.Errorf("null, but the column is %s", chType)
+		}
+		return nil, nil
+	}
+	t := unwrapCH(chType)
+	bad := func() (any, error) { return nil, fmt.Errorf("%v (%T) does not fit %s", v, v, chType) }
+	switch {
+	case t == "String" || strings.HasPrefix(t, "FixedString("):
+		if s, ok := v.(string); ok {
+			return s, nil
+		}
+		return bad()
+	case t == "DateTime" || strings.HasPrefix(t, "DateTime(") || t == "Date":
+		if ts, ok := v.(time.Time); ok {
+			return ts.UTC(), nil
+		}
+		return bad()
+	case t == "Float64" || t == "Float32":
+		var f float64
+		switch x := v.(type) {
+		case float64:
+			f = x
+		case int64:
+			f = float64(x)
+		default:
+			return bad()
+		}
+		if t == "Float32" {
+			return float32(f), nil
+		}
+		return f, nil
+	}
+	var n int64
+	switch x := v.(type) {
+	case int64:
+		n = x
+	case bool:
+		if x {
+			n = 1
+		}
+	case float64:
+		if x != math.Trunc(x) || math.Abs(x) > 1<<53 {
+			return bad()
+		}
+		n = int64(x)
+	default:
+		return bad()
+	}
+	fits := func(lo, hi int64) bool { return n >= lo && n <= hi }
+	switch t {
+	case "Int8":
+		if fits(math.MinInt8, math.MaxInt8) {
+			return int8(n), nil
+		}
+	case "Int16":
+		if fits(math.MinInt16, math.MaxInt16) {
+			return int16(n), nil
+		}
+	case "Int32":
+		if fits(math.MinInt32, math.MaxInt32) {
+			return int32(n), nil
+		}
+	case "Int64":
+		return n, nil
+	case "UInt8":
+		if fits(0, math.MaxUint8) {
+			return uint8(n), nil
+		}
+	case "UInt16":
+		if fits(0, math.MaxUint16) {
+			return uint16(n), nil
+		}
+	case "UInt32":
+		if fits(0, math.MaxUint32) {
+			return uint32(n), nil
+		}
+	case "UInt64":
+		if n >= 0 {
+			return uint64(n), nil
+		}
+	}
+	return bad()
+}
