@@ -136,7 +136,9 @@ func TestWindowFeaturesOnlineAndOffline(t *testing.T) {
 
 	// Events pushed to the windowed view are stored in its event table and
 	// served by the next read, without waiting for the follower.
-	str := func(x string) *featurestorev1.Value { return &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: x}} }
+	str := func(x string) *featurestorev1.Value {
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: x}}
+	}
 	push := func(rows ...*featurestorev1.PushRow) error {
 		_, err := client.Push(context.Background(), connect.NewRequest(&featurestorev1.PushRequest{FeatureView: "orders", Rows: rows}))
 		return err
