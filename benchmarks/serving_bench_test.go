@@ -150,9 +150,15 @@ func BenchmarkPredictOverhead(b *testing.B) {
 			b.ReportMetric(get, "getonline-cpu-µs/op")
 			b.ReportMetric(pred/bare, "ratio-vs-bare-run")
 			b.ReportMetric((pred-get)/bare, "overhead-ratio")
-			record(b, benchrec.Result{Area: "models", Measure: fmt.Sprintf("Predict over the network, %d instance(s): server CPU beyond GetOnlineFeatures of the same features", c.rows),
+			res := benchrec.Result{Area: "models", Measure: fmt.Sprintf("Predict over the network, %d instance(s): server CPU beyond GetOnlineFeatures of the same features", c.rows),
 				Value: fmt.Sprintf("%.1f µs (Predict %.1f, GetOnlineFeatures %.1f)", pred-get, pred, get), Floor: fmt.Sprintf("bare ONNX Runtime run: %.1f µs", bare),
-				Ratio: ratioText((pred - get) / bare), Target: "<= 1.3x", Met: benchrec.Met((pred-get)/bare <= 1.3)})
+				Ratio: ratioText((pred - get) / bare), Target: "<= 1.3x", Met: benchrec.Met((pred-get)/bare <= 1.3)}
+			if pred < get {
+				// Predict cost less than its own features alone: the
+				// difference is below this machine's noise.
+				res.Ratio, res.Met = "below noise", nil
+			}
+			record(b, res)
 			b.Logf("Predict next_product@champion, %d instance(s) x 10 features, %d requests of each kind over %d connections, on %s; Predict and GetOnlineFeatures %s:",
 				c.rows, n, closedConns, machine(), sizes)
 			b.Logf("  server CPU per Predict %.1f µs, per GetOnlineFeatures of the same customers and features %.1f µs; bare Session.Run in-process %.1f µs CPU (%.1f µs wall per run, %d goroutines)",
