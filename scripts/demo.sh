@@ -101,6 +101,14 @@ lift=$(sql "SELECT round(avg(opened) / (SELECT count() FROM retail_opens) * (SEL
 	SELECT customer_id, channel, opened FROM (SELECT customer_id, campaign, channel, 1 AS opened FROM retail_opens)
 	ANY RIGHT JOIN (SELECT customer_id, campaign, channel FROM retail_sends) USING (customer_id, campaign, channel))
 	ANY INNER JOIN (SELECT customer_id, channel FROM nba) USING (customer_id, channel)")
+# Send hour: the answer's send time against the planted hour, as hours
+# around the clock; the baseline sends everyone at the hour most messages
+# are opened at.
+hour=$(sql "SELECT round(avg(least(abs(h - preferred_hour), 24 - abs(h - preferred_hour))), 2) FROM (
+	SELECT customer_id, toInt16(toHour(parseDateTimeBestEffort(send_at))) AS h FROM nba)
+	ANY INNER JOIN (SELECT customer_id, toInt16(preferred_hour) AS preferred_hour FROM retail_customers) USING customer_id")
+hour_pop=$(sql "SELECT round(avg(least(abs(h - preferred_hour), 24 - abs(h - preferred_hour))), 2) FROM (
+	SELECT toInt16(preferred_hour) AS preferred_hour, (SELECT toInt16(hour) FROM retail_opens GROUP BY hour ORDER BY count() DESC LIMIT 1) AS h FROM retail_customers)")
 hit=$(metric next_product hit_at_5); mrr=$(metric next_product mrr)
 mae=$(metric timing mae_days); acc=$(metric channel accuracy)
 {
@@ -111,6 +119,7 @@ mae=$(metric timing mae_days); acc=$(metric channel accuracy)
 	printf 'channel accuracy (latest 20%% of opens)\t%s\n' "$acc"
 	printf 'recommended product in the planted favourite category\t%s\t%s\n' "$fav_pop" "$fav"
 	printf 'channel = the planted preferred channel\t%s\t%s\n' "$chan_pop" "$chan"
+	printf 'send hour: hours from the planted hour\t%s\t%s\n' "$hour_pop" "$hour"
 	printf 'open rate on the chosen channel, over all messages\t1.00\t%s\n' "$lift"
 } | column -t -s $'\t'
 awk -v h="$hit" 'BEGIN { split(h, a, "\t"); if (a[2] < 2 * a[1]) { print "demo: next-product hit@5 is below twice the popularity baseline" > "/dev/stderr"; exit 1 } }'

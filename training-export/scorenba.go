@@ -138,6 +138,9 @@ func ScoreNextBestAction(ctx context.Context, store *offline.Store, reg Models, 
 	for _, f := range req.Config.Consent {
 		extra = append(extra, f)
 	}
+	if req.Config.SendHour != "" {
+		extra = append(extra, req.Config.SendHour)
+	}
 	if len(extra) > 0 {
 		rs, err := repo.ResolveRefs(extra)
 		if err != nil {

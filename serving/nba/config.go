@@ -35,6 +35,10 @@ type Config struct {
 	// Consent maps a channel to a bool feature saying the customer
 	// consented to it; a channel without an entry needs no consent.
 	Consent map[string]string `yaml:"consent"`
+	// SendHour, optional, is a numeric feature holding the hour of day
+	// (UTC, 0-23, fractions allowed) the customer is best reached at: the
+	// send time moves to the first such hour at or after the timing's.
+	SendHour string `yaml:"send_hour"`
 	// Fallback answers when a model cannot.
 	Fallback struct {
 		// Products is the popularity ranking, most popular first.
@@ -101,6 +105,15 @@ func (c *Config) Check(repo *definitions.Repo) error {
 			errs = append(errs, fmt.Errorf("owned: %s is %s; it must be an array of product ids", c.Owned, refs[0].Type))
 		}
 	}
+	if c.SendHour != "" {
+		refs, err := repo.ResolveRefs([]string{c.SendHour})
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("send_hour: %w", err))
+		case !numeric(refs[0].Type):
+			errs = append(errs, fmt.Errorf("send_hour: %s is %s; it must be a number (an hour of day)", c.SendHour, refs[0].Type))
+		}
+	}
 	for ch, f := range c.Consent {
 		refs, err := repo.ResolveRefs([]string{f})
 		switch {
@@ -111,4 +124,12 @@ func (c *Config) Check(repo *definitions.Repo) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func numeric(t definitions.ValueType) bool {
+	switch t {
+	case definitions.Int32, definitions.Int64, definitions.Float32, definitions.Float64:
+		return true
+	}
+	return false
 }

@@ -62,12 +62,17 @@ feature_views:
 		{"owned not an array", `owned: "cust:orders"`, "cust:orders is int64; it must be an array"},
 		{"owned unknown", `owned: "cust:nope"`, `"cust:nope"`},
 		{"consent not bool", `consent: {email: "cust:orders"}`, "consent email: cust:orders is int64; it must be bool"},
+		{"send hour not a number", `send_hour: "cust:email_ok"`, "send_hour: cust:email_ok is bool; it must be a number"},
+		{"send hour unknown", `send_hour: "cust:nope"`, `"cust:nope"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			y := good
-			if strings.HasPrefix(tc.edit, "owned") {
+			switch {
+			case strings.HasPrefix(tc.edit, "owned"):
 				y = strings.Replace(y, `owned: "cust:owned"`, tc.edit, 1)
-			} else {
+			case strings.HasPrefix(tc.edit, "send_hour"):
+				y += tc.edit + "\n"
+			default:
 				y = strings.Replace(y, `consent: {email: "cust:email_ok"}`, tc.edit, 1)
 			}
 			c, err := nba.ParseConfig("nba.yaml", []byte(y))

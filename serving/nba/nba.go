@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
@@ -183,6 +184,12 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 			consent[ch] = add(rs[0])
 		}
 	}
+	sendHour := -1
+	if s.cfg.SendHour != "" {
+		if rs, err := repo.ResolveRefs([]string{s.cfg.SendHour}); err == nil {
+			sendHour = add(rs[0])
+		}
+	}
 	values := make([]any, len(refs))
 	known := len(refs) == 0
 	fetchFailed := ""
@@ -299,6 +306,11 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 			ans.SendAt = at.Add(buckets[best])
 		}
 	}
+	if sendHour >= 0 {
+		if h, ok := hourOf(values[sendHour]); ok {
+			ans.SendAt = atHour(ans.SendAt, h)
+		}
+	}
 
 	// Channels: allowed by the caller and consented to by the customer.
 	usable := func(ch string) bool {
@@ -406,4 +418,37 @@ func asLabels(v any) []string {
 		return out
 	}
 	return nil
+}
+
+// hourOf reads an hour-of-day feature value.
+func hourOf(v any) (float64, bool) {
+	var h float64
+	switch x := v.(type) {
+	case float64:
+		h = x
+	case float32:
+		h = float64(x)
+	case int64:
+		h = float64(x)
+	case int32:
+		h = float64(x)
+	default:
+		return 0, false
+	}
+	if math.IsNaN(h) || h < 0 || h >= 24 {
+		return 0, false
+	}
+	return h, true
+}
+
+// atHour is the first instant at or after t whose UTC time of day is hour
+// h (to the minute).
+func atHour(t time.Time, h float64) time.Time {
+	t = t.UTC()
+	day := t.Truncate(24 * time.Hour)
+	at := day.Add(time.Duration(h*60) * time.Minute)
+	if at.Before(t) {
+		at = at.Add(24 * time.Hour)
+	}
+	return at
 }
