@@ -114,7 +114,7 @@ func TestGenerateIsDeterministic(t *testing.T) {
 			"retail_orders":    "order_id, customer_id, product_id, amount, device, ts",
 			"retail_views":     "customer_id, product_id, ts",
 			"retail_sends":     "customer_id, campaign, channel, ts",
-			"retail_opens":     "customer_id, campaign, clicked, hour, ts",
+			"retail_opens":     "customer_id, campaign, clicked, device, hour, ts",
 		} {
 			var n uint64
 			var h uint64

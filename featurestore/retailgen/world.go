@@ -78,7 +78,9 @@ type Send struct {
 	At       time.Time
 	Opened   bool
 	OpenedAt time.Time
-	Clicked  bool
+	// Device is the device it was opened on.
+	Device  string
+	Clicked bool
 }
 
 // World is the shared part of a generated world: the catalogue and the
@@ -314,6 +316,7 @@ func (w *World) Customer(n int) (Customer, []Order, []View, []Send) {
 					open = ts.Add(time.Duration(1+rng.IntN(90)) * time.Minute)
 				}
 				s.OpenedAt = open
+				s.Device = device()
 				s.Clicked = rng.Float64() < 0.3
 			}
 			sends = append(sends, s)

@@ -51,7 +51,7 @@ var Tables = []struct{ Name, Columns, OrderBy string }{
 	{"retail_orders", "order_id UInt64, customer_id String, product_id String, category String, quantity UInt32, amount Float64, device String, ts DateTime", "(customer_id, ts)"},
 	{"retail_views", "customer_id String, product_id String, category String, device String, ts DateTime", "(customer_id, ts)"},
 	{"retail_sends", "customer_id String, campaign String, channel String, ts DateTime", "(customer_id, ts)"},
-	{"retail_opens", "customer_id String, campaign String, channel String, sent_at DateTime, clicked UInt8, hour UInt8, ts DateTime", "(customer_id, ts)"},
+	{"retail_opens", "customer_id String, campaign String, channel String, sent_at DateTime, clicked UInt8, device String, hour UInt8, ts DateTime", "(customer_id, ts)"},
 }
 
 // Generate writes a world into database db: the catalogue, the customers
@@ -231,9 +231,9 @@ type sendCols struct {
 }
 
 type openCols struct {
-	customer, campaign, channel []string
-	sent, ts                    []time.Time
-	clicked, hour               []uint8
+	customer, campaign, channel, dev []string
+	sent, ts                         []time.Time
+	clicked, hour                    []uint8
 }
 
 func newBatches(conn driver.Conn, db string) *batches { return &batches{conn: conn, db: db} }
@@ -274,7 +274,7 @@ func (b *batches) add(w *World, cu Customer, orders []Order, views []View, sends
 			}
 			op.customer, op.campaign, op.channel = append(op.customer, cu.ID), append(op.campaign, x.Campaign), append(op.channel, x.Channel)
 			op.sent, op.ts, op.clicked = append(op.sent, x.At), append(op.ts, x.OpenedAt), append(op.clicked, clicked)
-			op.hour = append(op.hour, uint8(x.OpenedAt.UTC().Hour()))
+			op.hour, op.dev = append(op.hour, uint8(x.OpenedAt.UTC().Hour())), append(op.dev, x.Device)
 			b.counts[3]++
 		}
 	}
@@ -296,7 +296,7 @@ func (b *batches) flush(ctx context.Context) error {
 		{"retail_orders", "order_id, customer_id, product_id, category, quantity, amount, device, ts", len(o.id), []any{o.id, o.customer, o.product, o.cat, o.qty, o.amount, o.dev, o.ts}},
 		{"retail_views", "customer_id, product_id, category, device, ts", len(v.ts), []any{v.customer, v.product, v.cat, v.dev, v.ts}},
 		{"retail_sends", "customer_id, campaign, channel, ts", len(s.ts), []any{s.customer, s.campaign, s.channel, s.ts}},
-		{"retail_opens", "customer_id, campaign, channel, sent_at, clicked, hour, ts", len(op.ts), []any{op.customer, op.campaign, op.channel, op.sent, op.clicked, op.hour, op.ts}},
+		{"retail_opens", "customer_id, campaign, channel, sent_at, clicked, device, hour, ts", len(op.ts), []any{op.customer, op.campaign, op.channel, op.sent, op.clicked, op.dev, op.hour, op.ts}},
 	}
 	for _, in := range inserts {
 		if in.rows == 0 {
