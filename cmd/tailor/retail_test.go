@@ -55,6 +55,13 @@ func TestRetailLoop(t *testing.T) {
 	}
 	described := c.ok("models", "--server", base, "describe", "next_product")
 	mustContain(t, described, "snap-", "hit_at_5", "logistic_regression")
-	// A set exported with another service is refused by name.
-	mustContain(t, c.fails("train", "channel", "--export", filepath.Join(dir, "timing.parquet"), "--service", "channel", "--out", dir), `feature service "timing", not "channel"`)
+	// A set exported without a service's features is refused, naming them;
+	// one that holds them trains on just them.
+	mustContain(t, c.fails("train", "channel", "--export", filepath.Join(dir, "timing.parquet"), "--service", "channel", "--out", dir),
+		`lacks feature(s) customer_engagement:`, `of feature service "channel"`, `exported with feature service "timing"`)
+	narrowed := c.ok("train", "next-product", "--export", filepath.Join(dir, "next_product.parquet"), "--service", "timing", "--out", dir, "--epochs", "2")
+	mustContain(t, narrowed, "next_product: next-product")
+	if spec := readFile(t, filepath.Join(dir, "next_product.yaml")); strings.Contains(spec, "customer_views:last_viewed") || !strings.Contains(spec, "customer_views:views_7d") {
+		t.Errorf("trained on the timing service's features? model.yaml:\n%s", spec)
+	}
 }

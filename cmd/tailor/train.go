@@ -13,6 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/proto/gen/tailor/registry/v1/registryv1connect"
 	"github.com/tailorhq/tailor/registry"
 	trainingexport "github.com/tailorhq/tailor/training-export"
@@ -59,7 +61,15 @@ func (a *app) trainCmd() *cobra.Command {
 				return err
 			}
 			if service != "" && m.Service != service {
-				return fmt.Errorf("%s was exported with feature service %q, not %q", export, m.Service, service)
+				// Train on the service's features, which the export must
+				// hold (it may hold more).
+				if err := a.withApplied(ctx, func(_ *offline.Store, av *offline.AppliedVersion) error {
+					var err error
+					m, err = serviceColumns(m, av.Repo, service, export)
+					return err
+				}); err != nil {
+					return err
+				}
 			}
 			if name == "" {
 				name = strings.ReplaceAll(string(opt.Task), "-", "_")
@@ -123,7 +133,7 @@ func (a *app) trainCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&export, "export", "", "the training set: a file written by tailor export")
 	f.StringVar(&manifest, "manifest", "", "its manifest (default: FILE.manifest.json)")
-	f.StringVar(&service, "service", "", "check that the set was exported with this feature service")
+	f.StringVar(&service, "service", "", "train on this feature service's features (the export must hold them; default: every feature it holds)")
 	f.StringVar(&label, "label", "label", "the label column")
 	f.StringVar(&tsCol, "timestamp-column", "event_timestamp", "the entity timestamp column (the holdout is by time)")
 	f.StringVar(&name, "name", "", "the model's name in the registry (default: the task, next_product, timing or channel)")
@@ -140,6 +150,41 @@ func (a *app) trainCmd() *cobra.Command {
 	f.StringVar(&server, "server", "", "register the model with this tailor server")
 	f.StringVar(&actor, "actor", defaultActor(), "who registers, for the audit trail")
 	return cmd
+}
+
+// serviceColumns narrows a manifest's features to those of a feature
+// service; every one of them must be in the export.
+func serviceColumns(m *trainingexport.Manifest, repo *definitions.Repo, service, export string) (*trainingexport.Manifest, error) {
+	refs, err := repo.ResolveService(service)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]trainingexport.ManifestColumn{}
+	for _, c := range m.Features {
+		have[c.Ref] = c
+	}
+	narrowed := *m
+	narrowed.Features = nil
+	var missing []string
+	for _, r := range refs {
+		c, ok := have[r.String()]
+		if !ok {
+			missing = append(missing, r.String())
+			continue
+		}
+		narrowed.Features = append(narrowed.Features, c)
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("%s lacks feature(s) %s of feature service %q (it was exported with %s)", export, strings.Join(missing, ", "), service, exportedWith(m))
+	}
+	return &narrowed, nil
+}
+
+func exportedWith(m *trainingexport.Manifest) string {
+	if m.Service != "" {
+		return fmt.Sprintf("feature service %q", m.Service)
+	}
+	return fmt.Sprintf("%d features", len(m.Features))
 }
 
 // intList parses "64,32".
