@@ -43,7 +43,7 @@ func (a *app) serveCmd() *cobra.Command {
 	var maxRequest int
 	var onlineMemory bytesFlag = 1 << 30
 	var warmStart bool
-	var follow time.Duration
+	var follow, refreshWindows time.Duration
 	var pprofOn bool
 	var modelRefresh time.Duration
 	var nbaFile string
@@ -176,6 +176,9 @@ func (a *app) serveCmd() *cobra.Command {
 				}
 				ready.Store(true)
 				a.log.Info("ready")
+				if refreshWindows > 0 {
+					go a.refreshWindows(ctx, store, fs, online, refreshWindows)
+				}
 				follower.Run(ctx, follow)
 			}()
 			return rpcserver.Serve(ctx, ln, rpcserver.Options{
@@ -205,6 +208,7 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&modelRefresh, "model-refresh", time.Second, "how often model aliases are re-resolved (an alias move is served within about this)")
 	cmd.Flags().BoolVar(&pprofOn, "pprof", false, "serve Go's profiling endpoints under /debug/pprof/ (CPU, heap, goroutines)")
 	cmd.Flags().DurationVar(&follow, "follow", 500*time.Millisecond, "how often to pick up rows stored by other processes (replicas, ingest)")
+	cmd.Flags().DurationVar(&refreshWindows, "refresh-windows", 10*time.Minute, "how often to recompute the windowed views' values the tier holds, which age as time passes (0: never)")
 	return cmd
 }
 
@@ -272,5 +276,28 @@ func tuneGC(budget int64) {
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
+	}
+}
+
+// refreshWindows recomputes the windowed views' values the tier holds
+// every interval, until ctx ends.
+func (a *app) refreshWindows(ctx context.Context, store *offline.Store, fs *featureserver.Server, tier materialize.Refresher, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		n, err := materialize.RefreshWindows(ctx, store, fs.Definitions().Repo, tier)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("refresh windowed views", "err", err)
+			}
+			continue
+		}
+		a.log.Debug("refreshed windowed views", "rows", n, "took", time.Since(start))
 	}
 }

@@ -75,7 +75,7 @@ func TestWindowFeaturesOnlineAndOffline(t *testing.T) {
 	}
 
 	// Online: read through, then materialized.
-	base, _ := startServe(t, c, "--warm-start=false")
+	base, _ := startServe(t, c, "--warm-start=false", "--refresh-windows", "1s")
 	client := featurestorev1connect.NewFeatureServiceClient(h2cClient(), base)
 	online := func(what string) {
 		t.Helper()
@@ -166,6 +166,26 @@ func TestWindowFeaturesOnlineAndOffline(t *testing.T) {
 		}
 	}
 	online("after refused pushes")
+
+	// Values age: the server recomputes the held keys every
+	// --refresh-windows, so days_since_last grows without new events.
+	days := func() float64 {
+		resp, err := client.GetOnlineFeatures(context.Background(), connect.NewRequest(&featurestorev1.GetOnlineFeaturesRequest{
+			Features: &featurestorev1.GetOnlineFeaturesRequest_FeatureRefs{FeatureRefs: &featurestorev1.FeatureRefs{Refs: []string{"orders:days_since_last"}}},
+			Entities: []*featurestorev1.EntityRow{{Keys: map[string]*featurestorev1.Value{"customer_id": str("c")}}, {Keys: map[string]*featurestorev1.Value{"customer_id": str("a")}}},
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Msg.GetRows()[1].GetValues()[0].GetValue().GetFloat64Value()
+	}
+	// Let the follower's last re-reads of the recent events pass first:
+	// it would refresh the key too.
+	time.Sleep(2500 * time.Millisecond)
+	before := days()
+	if !waitFor(5*time.Second, func() bool { return days() > before }) {
+		t.Errorf("days_since_last of a stayed %v for 5s with --refresh-windows 1s", before)
+	}
 	// Windowed views are computed: ingest refuses them.
 	mustContain(t, c.fails("ingest", "orders", ents), "aggregates the events of orders")
 }
