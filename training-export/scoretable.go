@@ -29,8 +29,6 @@ type tableSink struct {
 	columnBuilder []func(arrow.Array) (any, error)
 }
 
-func quote(name string) string { return "`" + strings.ReplaceAll(name, "`", "\\`") + "`" }
-
 // newTableSink prepares a sink into db.table (table may be "db.name").
 func newTableSink(ctx context.Context, store *offline.Store, table string) *tableSink {
 	db, name := store.Database(), table
@@ -42,7 +40,9 @@ func newTableSink(ctx context.Context, store *offline.Store, table string) *tabl
 	return &tableSink{store: store, db: db, table: name, stage: "_stage_scores_" + hex.EncodeToString(b), ctx: ctx}
 }
 
-func (t *tableSink) ref(name string) string { return quote(t.db) + "." + quote(name) }
+func (t *tableSink) ref(name string) string {
+	return offline.QuoteIdent(t.db) + "." + offline.QuoteIdent(name)
+}
 
 // create makes the staging table for schema.
 func (t *tableSink) create(schema *arrow.Schema) error {
@@ -52,8 +52,8 @@ func (t *tableSink) create(schema *arrow.Schema) error {
 		if err != nil {
 			return fmt.Errorf("column %q: %w", f.Name, err)
 		}
-		defs = append(defs, quote(f.Name)+" "+typ)
-		t.cols = append(t.cols, quote(f.Name))
+		defs = append(defs, offline.QuoteIdent(f.Name)+" "+typ)
+		t.cols = append(t.cols, offline.QuoteIdent(f.Name))
 		t.columnBuilder = append(t.columnBuilder, conv)
 	}
 	defs = append(defs, "`_inserted_at` DateTime DEFAULT now()")

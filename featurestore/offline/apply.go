@@ -75,7 +75,7 @@ func (s *Store) AppliedAt(ctx context.Context, version uint64) (*AppliedVersion,
 
 func (s *Store) applied(ctx context.Context, clause string) (*AppliedVersion, error) {
 	rows, err := s.conn.Query(ctx, fmt.Sprintf(
-		"SELECT version, digest, repo_json, applied_at, applied_by FROM %s.definitions %s", quoteIdent(s.db), clause))
+		"SELECT version, digest, repo_json, applied_at, applied_by FROM %s.definitions %s", QuoteIdent(s.db), clause))
 	if err != nil {
 		return nil, fmt.Errorf("read applied definitions: %w", err)
 	}
@@ -99,7 +99,7 @@ func (s *Store) applied(ctx context.Context, clause string) (*AppliedVersion, er
 // none), a cheap query for servers watching for new definitions.
 func (s *Store) LatestVersion(ctx context.Context) (uint64, error) {
 	var v uint64
-	if err := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(version) FROM %s.definitions", quoteIdent(s.db))).Scan(&v); err != nil {
+	if err := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT max(version) FROM %s.definitions", QuoteIdent(s.db))).Scan(&v); err != nil {
 		return 0, fmt.Errorf("read definitions version: %w", err)
 	}
 	return v, nil
@@ -277,7 +277,7 @@ func (s *Store) planView(ctx context.Context, repo *definitions.Repo, v *definit
 		for _, f := range v.Features {
 			t, ok := have[f.Name]
 			if !ok {
-				ddl := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", table, quoteIdent(f.Name), chType(f.Type))
+				ddl := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", table, QuoteIdent(f.Name), chType(f.Type))
 				changes = append(changes, Change{Action: "add", Object: obj, Detail: fmt.Sprintf("feature %s %s (adds column %s.%s)", f.Name, f.Type, table.Plain(), f.Name), DDL: []string{ddl}})
 				continue
 			}
@@ -399,7 +399,7 @@ func (s *Store) Apply(ctx context.Context, repo *definitions.Repo, appliedBy str
 	}
 	version := p.FromVersion + 1
 	summary := strings.TrimSpace(p.String())
-	q := fmt.Sprintf("INSERT INTO %s.definitions (version, digest, repo_json, applied_at, applied_by, summary) VALUES (?, ?, ?, ?, ?, ?)", quoteIdent(s.db))
+	q := fmt.Sprintf("INSERT INTO %s.definitions (version, digest, repo_json, applied_at, applied_by, summary) VALUES (?, ?, ?, ?, ?, ?)", QuoteIdent(s.db))
 	b, err := s.conn.PrepareBatch(ctx, q)
 	if err != nil {
 		return nil, 0, fmt.Errorf("store definitions version %d: %w", version, err)

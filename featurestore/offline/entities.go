@@ -366,7 +366,7 @@ func (s *Store) EntitiesFromSQL(ctx context.Context, query string, opt EntityOpt
 	var problems []string
 	hasTS := false
 	for _, c := range cols[1:] {
-		q := quoteIdent(c.Name)
+		q := QuoteIdent(c.Name)
 		if c.Name == opt.TimestampColumn {
 			if !timestampCompatible(c.Type) && unwrapCH(c.Type) != "Date" {
 				problems = append(problems, fmt.Sprintf("timestamp column %q is %s, not DateTime", c.Name, c.Type))
@@ -413,14 +413,14 @@ func (s *Store) EntitiesFromSQL(ctx context.Context, query string, opt EntityOpt
 	}
 	// Keep the request timestamp in a fixed column so the join reads it the
 	// same way for files and queries.
-	alter := fmt.Sprintf("CREATE TABLE %s ENGINE = Memory AS SELECT *, toDateTime(%s) AS __tailor_ts FROM %s ORDER BY __tailor_row", tableRef{s.db, set.table.Name + "_t"}, quoteIdent(opt.TimestampColumn), set.table)
+	alter := fmt.Sprintf("CREATE TABLE %s ENGINE = Memory AS SELECT *, toDateTime(%s) AS __tailor_ts FROM %s ORDER BY __tailor_row", tableRef{s.db, set.table.Name + "_t"}, QuoteIdent(opt.TimestampColumn), set.table)
 	if err := s.conn.Exec(ctx, alter); err != nil {
 		return nil, fmt.Errorf("entity set: %w", err)
 	}
 	_ = set.Drop(ctx)
 	set.table.Name += "_t"
 	var nulls uint64
-	row := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), toInt64(min(__tailor_ts)), toInt64(max(__tailor_ts)), countIf(isNull(%s)) FROM %s", quoteIdent(opt.TimestampColumn), set.table))
+	row := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), toInt64(min(__tailor_ts)), toInt64(max(__tailor_ts)), countIf(isNull(%s)) FROM %s", QuoteIdent(opt.TimestampColumn), set.table))
 	var n uint64
 	if err := row.Scan(&n, &set.minTS, &set.maxTS, &nulls); err != nil {
 		return nil, fmt.Errorf("entity set: %w", err)

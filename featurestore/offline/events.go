@@ -77,7 +77,7 @@ func (s *Store) InsertEvents(ctx context.Context, repo *definitions.Repo, v *def
 	}
 	quoted := make([]string, len(names))
 	for i, n := range names {
-		quoted[i] = quoteIdent(n)
+		quoted[i] = QuoteIdent(n)
 	}
 	batch, err := s.conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s (%s)", table, strings.Join(quoted, ", ")))
 	if err != nil {

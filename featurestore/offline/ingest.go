@@ -140,7 +140,7 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 
 	colNames := make([]string, len(targets))
 	for i, t := range targets {
-		colNames[i] = quoteIdent(t.name)
+		colNames[i] = QuoteIdent(t.name)
 	}
 	insert := fmt.Sprintf("INSERT INTO %s (%s)", stage, strings.Join(colNames, ", "))
 
@@ -238,7 +238,7 @@ func (s *Store) publish(ctx context.Context, table, stage tableRef, targets []ta
 	}
 	cols := make([]string, len(targets))
 	for i, t := range targets {
-		cols[i] = quoteIdent(t.name)
+		cols[i] = QuoteIdent(t.name)
 	}
 	list := strings.Join(cols, ", ")
 	if err := s.conn.Exec(ctx, fmt.Sprintf("INSERT INTO %s (%s) SELECT %s FROM %s", table, list, list, stage)); err != nil {

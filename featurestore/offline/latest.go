@@ -69,9 +69,9 @@ func (s *Store) Latest(ctx context.Context, repo *definitions.Repo, v *definitio
 func versionExpr(v *definitions.FeatureView) string {
 	created := "toUInt64(0)"
 	if cf := createdField(v); cf != "" {
-		created = "toUInt64(toUnixTimestamp(" + quoteIdent(cf) + "))"
+		created = "toUInt64(toUnixTimestamp(" + QuoteIdent(cf) + "))"
 	}
-	return fmt.Sprintf("toUInt64(toUnixTimestamp(%s)) * 4294967296 + %s", quoteIdent(v.Source.TimestampField), created)
+	return fmt.Sprintf("toUInt64(toUnixTimestamp(%s)) * 4294967296 + %s", QuoteIdent(v.Source.TimestampField), created)
 }
 
 // latestSQL is the query of the latest row per key of v at instant at,
@@ -81,11 +81,11 @@ func (s *Store) latestSQL(repo *definitions.Repo, v *definitions.FeatureView, at
 	if v.Windowed() {
 		return s.windowLatestSQL(repo, v, at, where, having)
 	}
-	ts := quoteIdent(v.Source.TimestampField)
+	ts := QuoteIdent(v.Source.TimestampField)
 	version := versionExpr(v)
 	var feats []string
 	for _, f := range v.Features {
-		feats = append(feats, quoteIdent(f.Name))
+		feats = append(feats, QuoteIdent(f.Name))
 	}
 	keys := keyColumns(repo, v)
 	conds := append([]string{fmt.Sprintf("%s <= toDateTime(%d)", ts, at.Unix())}, where...)
@@ -153,7 +153,7 @@ func (s *Store) streamLatest(ctx context.Context, query string, repo *definition
 func keyColumns(repo *definitions.Repo, v *definitions.FeatureView) string {
 	var cols []string
 	for _, e := range repo.JoinKeys(v) {
-		cols = append(cols, quoteIdent(e.JoinKey))
+		cols = append(cols, QuoteIdent(e.JoinKey))
 	}
 	return strings.Join(cols, ", ")
 }

@@ -257,6 +257,22 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 	return &Retrieval{rows: rows, schema: schema, rb: rb, sinks: sinks, dests: dests, batch: opt.BatchRows, sql: query, Unversioned: unversioned}, nil
 }
 
+// entityKeys pairs a view's join keys with the entity set's expressions
+// for them: the quoted key columns, and "expr AS key" for the entity side
+// of a join on them.
+func entityKeys(repo *definitions.Repo, set *EntitySet, v *definitions.FeatureView) (keys, rightKeys []string, err error) {
+	for _, e := range repo.JoinKeys(v) {
+		expr, ok := set.keys[e.JoinKey]
+		if !ok {
+			return nil, nil, fmt.Errorf("entity set has no column %q, the join key of feature view %q", e.JoinKey, v.Name)
+		}
+		k := QuoteIdent(e.JoinKey)
+		keys = append(keys, k)
+		rightKeys = append(rightKeys, expr+" AS "+k)
+	}
+	return keys, rightKeys, nil
+}
+
 // viewJoinSQL is the subquery answering one view for every entity row: the
 // view's rows (left, streamed) joined to the entity keys (right, hashed),
 // time bounds applied, then the latest row per entity row by
@@ -264,34 +280,28 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 // the outer LEFT JOIN adds them back with __found = 0.
 func (s *Store) viewJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitions.FeatureView, feats []definitions.FeatureRef, idx int, storedBefore time.Time) (string, error) {
 	table := s.viewTable(v)
-	ts := quoteIdent(v.Source.TimestampField)
-	var keys, rightKeys, leftCols []string
-	for _, e := range repo.JoinKeys(v) {
-		expr, ok := set.keys[e.JoinKey]
-		if !ok {
-			return "", fmt.Errorf("entity set has no column %q, the join key of feature view %q", e.JoinKey, v.Name)
-		}
-		k := quoteIdent(e.JoinKey)
-		keys = append(keys, k)
-		leftCols = append(leftCols, k)
-		rightKeys = append(rightKeys, expr+" AS "+k)
+	ts := QuoteIdent(v.Source.TimestampField)
+	keys, rightKeys, err := entityKeys(repo, set, v)
+	if err != nil {
+		return "", err
 	}
+	leftCols := append([]string{}, keys...)
 	order := versionExpr(v)
 	leftCols = append(leftCols, ts)
 	if cf := createdField(v); cf != "" {
-		leftCols = append(leftCols, quoteIdent(cf))
+		leftCols = append(leftCols, QuoteIdent(cf))
 	}
 	var vals []string
 	for _, f := range feats {
-		vals = append(vals, quoteIdent(f.Feature))
-		if !slices.Contains(leftCols, quoteIdent(f.Feature)) {
-			leftCols = append(leftCols, quoteIdent(f.Feature))
+		vals = append(vals, QuoteIdent(f.Feature))
+		if !slices.Contains(leftCols, QuoteIdent(f.Feature)) {
+			leftCols = append(leftCols, QuoteIdent(f.Feature))
 		}
 	}
 	ttl := int64(v.TTL.Seconds())
 	bounds := fmt.Sprintf("%s <= toDateTime(%d)", ts, set.maxTS)
 	if !storedBefore.IsZero() {
-		bounds += fmt.Sprintf(" AND %s < toDateTime(%d)", quoteIdent(InsertedAtColumn), storedBefore.Unix())
+		bounds += fmt.Sprintf(" AND %s < toDateTime(%d)", QuoteIdent(InsertedAtColumn), storedBefore.Unix())
 	}
 	where := ts + " <= __tailor_ts"
 	if ttl > 0 {
@@ -316,7 +326,7 @@ func (s *Store) viewJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitio
 // once instead of per entity row, and joined to the rows by key. Rows
 // without a match keep __found at 0, as in viewJoinSQL.
 func (s *Store) latestJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitions.FeatureView, feats []definitions.FeatureRef, idx int, storedBefore time.Time, from string) (string, error) {
-	ts := quoteIdent(v.Source.TimestampField)
+	ts := QuoteIdent(v.Source.TimestampField)
 	var keyCols, entityKeys, aliases []string
 	for j, e := range repo.JoinKeys(v) {
 		expr, ok := set.keys[e.JoinKey]
@@ -326,12 +336,12 @@ func (s *Store) latestJoinSQL(repo *definitions.Repo, set *EntitySet, v *definit
 		alias := fmt.Sprintf("__k%d_%d", idx, j)
 		aliases = append(aliases, alias)
 		entityKeys = append(entityKeys, expr+" AS "+alias)
-		keyCols = append(keyCols, quoteIdent(e.JoinKey)+" AS "+alias)
+		keyCols = append(keyCols, QuoteIdent(e.JoinKey)+" AS "+alias)
 	}
 	order := versionExpr(v)
 	var vals []string
 	for _, f := range feats {
-		vals = append(vals, quoteIdent(f.Feature))
+		vals = append(vals, QuoteIdent(f.Feature))
 	}
 	at := set.maxTS
 	bounds := fmt.Sprintf("%s <= toDateTime(%d)", ts, at)
@@ -339,7 +349,7 @@ func (s *Store) latestJoinSQL(repo *definitions.Repo, set *EntitySet, v *definit
 		bounds += fmt.Sprintf(" AND %s >= toDateTime(%d)", ts, max(0, at-ttl))
 	}
 	if !storedBefore.IsZero() {
-		bounds += fmt.Sprintf(" AND %s < toDateTime(%d)", quoteIdent(InsertedAtColumn), storedBefore.Unix())
+		bounds += fmt.Sprintf(" AND %s < toDateTime(%d)", QuoteIdent(InsertedAtColumn), storedBefore.Unix())
 	}
 	return fmt.Sprintf(
 		"(SELECT * FROM (SELECT *, %s FROM %s) ANY LEFT JOIN "+

@@ -54,7 +54,7 @@ func (s *Store) ScanLatest(ctx context.Context, repo *definitions.Repo, v *defin
 		if err != nil {
 			return 0, err
 		}
-		cond := fmt.Sprintf("%s >= toDateTime(%d)", quoteIdent(InsertedAtColumn), from.Unix())
+		cond := fmt.Sprintf("%s >= toDateTime(%d)", QuoteIdent(InsertedAtColumn), from.Unix())
 		if since.keys {
 			keys := keyColumns(repo, v)
 			cond = fmt.Sprintf("(%s) IN (SELECT %s FROM %s WHERE %s)", keys, keys, s.viewTable(v), cond)
@@ -99,7 +99,7 @@ func (s *Store) storedSince(ctx context.Context, v *definitions.FeatureView, t t
 	var n uint64
 	err := s.conn.QueryRow(ctx, fmt.Sprintf(
 		"SELECT count(), toUnixTimestamp(min(stored_from)) FROM %s.ingest_log WHERE view = ? AND committed_at >= toDateTime(?)",
-		quoteIdent(s.db)), v.Name, t.Unix()).Scan(&n, &from)
+		QuoteIdent(s.db)), v.Name, t.Unix()).Scan(&n, &from)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("read the ingestion log of %s: %w", v.Name, err)
 	}
@@ -141,7 +141,7 @@ func (s *Store) checkInsertionTime(ctx context.Context, v *definitions.FeatureVi
 // from storedFrom on (see storedSince).
 func (s *Store) logIngestion(ctx context.Context, v *definitions.FeatureView, rows int64, storedFrom time.Time) error {
 	err := s.conn.Exec(ctx, fmt.Sprintf(
-		"INSERT INTO %s.ingest_log (view, rows, stored_from) SELECT ?, toUInt64(?), toDateTime(?)", quoteIdent(s.db)),
+		"INSERT INTO %s.ingest_log (view, rows, stored_from) SELECT ?, toUInt64(?), toDateTime(?)", QuoteIdent(s.db)),
 		v.Name, rows, storedFrom.Unix())
 	if err != nil {
 		return fmt.Errorf("record the ingestion of %s: %w", v.Name, err)
@@ -168,7 +168,7 @@ func (s *Store) LastWatermark(ctx context.Context, view string) (w Watermark, ok
 	var keys uint64
 	err = s.conn.QueryRow(ctx, fmt.Sprintf(
 		"SELECT count(), toUnixTimestamp(max(stored_before)), argMax(keys, stored_before), toUnixTimestamp(max(finished_at)) FROM %s.materializations WHERE view = ?",
-		quoteIdent(s.db)), view).Scan(&n, &stored, &keys, &at)
+		QuoteIdent(s.db)), view).Scan(&n, &stored, &keys, &at)
 	if err != nil {
 		return Watermark{}, false, fmt.Errorf("read the watermark of %s: %w", view, err)
 	}
@@ -181,7 +181,7 @@ func (s *Store) LastWatermark(ctx context.Context, view string) (w Watermark, ok
 // RecordWatermark stores w as the latest materialization of its view.
 func (s *Store) RecordWatermark(ctx context.Context, w Watermark) error {
 	err := s.conn.Exec(ctx, fmt.Sprintf(
-		"INSERT INTO %s.materializations (view, stored_before, keys) SELECT ?, toDateTime(?), toUInt64(?)", quoteIdent(s.db)),
+		"INSERT INTO %s.materializations (view, stored_before, keys) SELECT ?, toDateTime(?), toUInt64(?)", QuoteIdent(s.db)),
 		w.View, w.StoredBefore.Unix(), w.Keys)
 	if err != nil {
 		return fmt.Errorf("record the watermark of %s: %w", w.View, err)
@@ -193,7 +193,7 @@ func (s *Store) RecordWatermark(ctx context.Context, w Watermark) error {
 // (done 1).
 func (s *Store) markRunning(ctx context.Context, id, view string, storedFrom time.Time, done uint8) error {
 	err := s.conn.Exec(ctx, fmt.Sprintf(
-		"INSERT INTO %s.ingest_running (id, view, stored_from, done) SELECT ?, ?, toDateTime(?), toUInt8(?)", quoteIdent(s.db)),
+		"INSERT INTO %s.ingest_running (id, view, stored_from, done) SELECT ?, ?, toDateTime(?), toUInt8(?)", QuoteIdent(s.db)),
 		id, view, storedFrom.Unix(), done)
 	if err != nil {
 		return fmt.Errorf("record the ingestion of %s: %w", view, err)
@@ -226,7 +226,7 @@ func (s *Store) SnapshotWatermark(ctx context.Context) (time.Time, error) {
 	var from uint32
 	err = s.conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(), toUnixTimestamp(min(f)) FROM (
 		SELECT id, any(stored_from) AS f, max(done) AS d, max(at) AS started FROM %s.ingest_running GROUP BY id
-	) WHERE d = 0 AND started > now() - 86400`, quoteIdent(s.db))).Scan(&n, &from)
+	) WHERE d = 0 AND started > now() - 86400`, QuoteIdent(s.db))).Scan(&n, &from)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("running ingestions: %w", err)
 	}

@@ -100,14 +100,15 @@ func timestampCompatible(have string) bool {
 	return h == "DateTime" || strings.HasPrefix(h, "DateTime(") || strings.HasPrefix(h, "DateTime64(")
 }
 
-// quoteIdent quotes a ClickHouse identifier: definitions hold validated
+// QuoteIdent quotes a ClickHouse identifier (a database, table or
+// column name) for a query: definitions hold validated
 // identifiers, but entity queries may name columns anything.
-func quoteIdent(name string) string { return "`" + strings.ReplaceAll(name, "`", "\\`") + "`" }
+func QuoteIdent(name string) string { return "`" + strings.ReplaceAll(name, "`", "\\`") + "`" }
 
 // tableRef is a fully qualified, quoted table name.
 type tableRef struct{ DB, Name string }
 
-func (t tableRef) String() string { return quoteIdent(t.DB) + "." + quoteIdent(t.Name) }
+func (t tableRef) String() string { return QuoteIdent(t.DB) + "." + QuoteIdent(t.Name) }
 func (t tableRef) Plain() string  { return t.DB + "." + t.Name }
 
 // viewTable returns the table that holds a view's rows: the external table
@@ -130,13 +131,13 @@ func createTableSQL(t tableRef, repo *definitions.Repo, v *definitions.FeatureVi
 	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s (", t)
 	var order []string
 	for _, e := range repo.JoinKeys(v) {
-		fmt.Fprintf(&b, "%s %s, ", quoteIdent(e.JoinKey), chKeyType(e.Type))
-		order = append(order, quoteIdent(e.JoinKey))
+		fmt.Fprintf(&b, "%s %s, ", QuoteIdent(e.JoinKey), chKeyType(e.Type))
+		order = append(order, QuoteIdent(e.JoinKey))
 	}
-	fmt.Fprintf(&b, "%s DateTime, %s DateTime, ", quoteIdent(v.Source.TimestampField), quoteIdent(createdField(v)))
-	order = append(order, quoteIdent(v.Source.TimestampField))
+	fmt.Fprintf(&b, "%s DateTime, %s DateTime, ", QuoteIdent(v.Source.TimestampField), QuoteIdent(createdField(v)))
+	order = append(order, QuoteIdent(v.Source.TimestampField))
 	for _, f := range v.Features {
-		fmt.Fprintf(&b, "%s %s, ", quoteIdent(f.Name), chType(f.Type))
+		fmt.Fprintf(&b, "%s %s, ", QuoteIdent(f.Name), chType(f.Type))
 	}
 	fmt.Fprintf(&b, "%s DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY (%s)", InsertedAtColumn, strings.Join(order, ", "))
 	return b.String()

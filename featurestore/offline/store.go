@@ -117,7 +117,7 @@ func (s *Store) Conn() driver.Conn { return s.conn }
 
 func (s *Store) bootstrap(ctx context.Context) error {
 	stmts := []string{
-		"CREATE DATABASE IF NOT EXISTS " + quoteIdent(s.db),
+		"CREATE DATABASE IF NOT EXISTS " + QuoteIdent(s.db),
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.definitions (
 			version UInt64,
 			digest String,
@@ -126,7 +126,7 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			applied_by String,
 			summary String,
 			%s DateTime DEFAULT now()
-		) ENGINE = MergeTree ORDER BY version`, quoteIdent(s.db), InsertedAtColumn),
+		) ENGINE = MergeTree ORDER BY version`, QuoteIdent(s.db), InsertedAtColumn),
 		// One row per committed ingestion: its rows carry insertion times
 		// from stored_from on, though they became visible at committed_at.
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.ingest_log (
@@ -134,7 +134,7 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			rows UInt64,
 			stored_from DateTime,
 			committed_at DateTime DEFAULT now()
-		) ENGINE = MergeTree ORDER BY (view, committed_at)`, quoteIdent(s.db)),
+		) ENGINE = MergeTree ORDER BY (view, committed_at)`, QuoteIdent(s.db)),
 		// Two rows per logged ingestion: when it starts (done 0) and when it
 		// ends (done 1); one still running holds snapshot watermarks back.
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.ingest_running (
@@ -143,13 +143,13 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			stored_from DateTime,
 			done UInt8,
 			at DateTime DEFAULT now()
-		) ENGINE = MergeTree ORDER BY (id, done)`, quoteIdent(s.db)),
+		) ENGINE = MergeTree ORDER BY (id, done)`, QuoteIdent(s.db)),
 		// One row per export: its manifest, to reproduce it later.
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.snapshots (
 			snapshot_id String,
 			manifest String,
 			created_at DateTime DEFAULT now()
-		) ENGINE = MergeTree ORDER BY snapshot_id`, quoteIdent(s.db)),
+		) ENGINE = MergeTree ORDER BY snapshot_id`, QuoteIdent(s.db)),
 		// One row per finished materialization: the watermark an
 		// incremental run starts from.
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.materializations (
@@ -157,7 +157,7 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			stored_before DateTime,
 			keys UInt64,
 			finished_at DateTime DEFAULT now()
-		) ENGINE = MergeTree ORDER BY (view, finished_at)`, quoteIdent(s.db)),
+		) ENGINE = MergeTree ORDER BY (view, finished_at)`, QuoteIdent(s.db)),
 	}
 	for _, q := range stmts {
 		if err := s.conn.Exec(ctx, q); err != nil {

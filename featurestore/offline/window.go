@@ -19,7 +19,7 @@ import (
 // constant); atOnce is the instant outside aggregates (any(column) when
 // at is a column constant per group).
 func windowAggs(v *definitions.FeatureView, at, atOnce string) []string {
-	ts := quoteIdent(v.Source.TimestampField)
+	ts := QuoteIdent(v.Source.TimestampField)
 	aggs := make([]string, len(v.Features))
 	for i, f := range v.Features {
 		a := f.Agg
@@ -28,7 +28,7 @@ func windowAggs(v *definitions.FeatureView, at, atOnce string) []string {
 		if a.Where != "" {
 			cond += " AND (" + a.Where + ")"
 		}
-		col := quoteIdent(a.Column)
+		col := QuoteIdent(a.Column)
 		orNull := func(expr string) string { return fmt.Sprintf("if(countIf(%s) = 0, NULL, %s)", cond, expr) }
 		var e string
 		switch a.Function {
@@ -61,7 +61,7 @@ func windowAggs(v *definitions.FeatureView, at, atOnce string) []string {
 // windowLatestSQL is latestSQL for a windowed view: per key, the
 // aggregates at instant at.
 func (s *Store) windowLatestSQL(repo *definitions.Repo, v *definitions.FeatureView, at time.Time, where, having []string) string {
-	ts := quoteIdent(v.Source.TimestampField)
+	ts := QuoteIdent(v.Source.TimestampField)
 	instant := fmt.Sprintf("toDateTime(%d)", at.Unix())
 	conds := append([]string{fmt.Sprintf("%s <= %s AND %s > %s - %d", ts, instant, ts, instant, int64(v.LongestWindow()/time.Second))}, where...)
 	keys := keyColumns(repo, v)
@@ -81,20 +81,15 @@ func (s *Store) windowLatestSQL(repo *definitions.Repo, v *definitions.FeatureVi
 // within the longest window before the entity row's timestamp, then
 // aggregated per entity row at its own timestamp.
 func (s *Store) windowJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitions.FeatureView, idx int, storedBefore time.Time) (string, error) {
-	ts := quoteIdent(v.Source.TimestampField)
+	ts := QuoteIdent(v.Source.TimestampField)
 	longest := int64(v.LongestWindow() / time.Second)
-	var keys, rightKeys []string
-	for _, e := range repo.JoinKeys(v) {
-		expr, ok := set.keys[e.JoinKey]
-		if !ok {
-			return "", fmt.Errorf("entity set has no column %q, the join key of feature view %q", e.JoinKey, v.Name)
-		}
-		keys = append(keys, quoteIdent(e.JoinKey))
-		rightKeys = append(rightKeys, expr+" AS "+quoteIdent(e.JoinKey))
+	keys, rightKeys, err := entityKeys(repo, set, v)
+	if err != nil {
+		return "", err
 	}
 	bounds := fmt.Sprintf("%s <= toDateTime(%d) AND %s > toDateTime(%d)", ts, set.maxTS, ts, max(0, set.minTS-longest))
 	if !storedBefore.IsZero() {
-		bounds += fmt.Sprintf(" AND %s < toDateTime(%d)", quoteIdent(InsertedAtColumn), storedBefore.Unix())
+		bounds += fmt.Sprintf(" AND %s < toDateTime(%d)", QuoteIdent(InsertedAtColumn), storedBefore.Unix())
 	}
 	// The join is a subquery of its own: ClickHouse 18.16 resolves the
 	// aggregates' arguments before a join in the same query, where the

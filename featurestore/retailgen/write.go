@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/tailorhq/tailor/featurestore/offline"
 )
 
 // Options sizes a generated world.
@@ -148,14 +149,12 @@ func collect(errs <-chan error) []error {
 	return out
 }
 
-func quote(name string) string { return "`" + strings.ReplaceAll(name, "`", "\\`") + "`" }
-
 func createTables(ctx context.Context, conn driver.Conn, db string, replace bool) error {
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+quote(db)); err != nil {
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+offline.QuoteIdent(db)); err != nil {
 		return err
 	}
 	for _, t := range Tables {
-		ref := quote(db) + "." + quote(t.Name)
+		ref := offline.QuoteIdent(db) + "." + offline.QuoteIdent(t.Name)
 		if replace {
 			if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+ref); err != nil {
 				return err
@@ -177,7 +176,7 @@ func createTables(ctx context.Context, conn driver.Conn, db string, replace bool
 }
 
 func writeProducts(ctx context.Context, conn driver.Conn, db string, w *World) error {
-	b, err := conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.retail_products (product_id, category, price, popularity)", quote(db)))
+	b, err := conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.retail_products (product_id, category, price, popularity)", offline.QuoteIdent(db)))
 	if err != nil {
 		return err
 	}
@@ -302,7 +301,7 @@ func (b *batches) flush(ctx context.Context) error {
 		if in.rows == 0 {
 			continue
 		}
-		batch, err := b.conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.%s (%s)", quote(b.db), in.table, in.cols))
+		batch, err := b.conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s.%s (%s)", offline.QuoteIdent(b.db), in.table, in.cols))
 		if err != nil {
 			return fmt.Errorf("insert into %s: %w", in.table, err)
 		}

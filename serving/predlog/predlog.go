@@ -22,6 +22,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tailorhq/tailor/featurestore/offline"
 )
 
 // Table is the name of the prediction log table in tailor's database.
@@ -180,7 +182,7 @@ func New(ctx context.Context, conn driver.Conn, db string, opt Options) (*Log, e
 	if err := opt.defaults(); err != nil {
 		return nil, err
 	}
-	table := quoteIdent(db) + "." + quoteIdent(Table)
+	table := offline.QuoteIdent(db) + "." + offline.QuoteIdent(Table)
 	if err := conn.Exec(ctx, createTableSQL(table)); err != nil {
 		return nil, fmt.Errorf("predlog: create %s.%s: %w", db, Table, err)
 	}
@@ -478,4 +480,3 @@ func (l *Log) flush(batch []Record) {
 }
 
 // quoteIdent quotes a ClickHouse identifier.
-func quoteIdent(name string) string { return "`" + strings.ReplaceAll(name, "`", "\\`") + "`" }
