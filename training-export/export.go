@@ -235,51 +235,65 @@ func uploadFile(ctx context.Context, store *offline.Store, req Request, opt offl
 // into place only when complete, so a failed export leaves no partial file
 // behind; progress, when set, is told the rows written so far.
 func WriteFile(path string, f tablefile.Format, src offline.RecordSource, progress func(int64)) (int64, error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	var rows int64
+	err := writeAtomically(path, func(out io.Writer) error {
+		w, err := tablefile.NewWriter(out, f, src.Schema(), tablefile.WriteOptions{})
+		if err != nil {
+			return err
+		}
+		for {
+			rec, err := src.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			err = w.Write(rec)
+			rows += rec.NumRows()
+			rec.Release()
+			if err != nil {
+				return fmt.Errorf("write %s: %w", path, err)
+			}
+			if progress != nil {
+				progress(rows)
+			}
+		}
+		if err := w.Close(); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return 0, fmt.Errorf("create output: %w", err)
+		return 0, err
 	}
-	tmpName := tmp.Name()
+	return rows, nil
+}
+
+// writeAtomically has write fill a temporary file beside path and renames
+// it into place only when write and the close succeed; otherwise the
+// temporary file goes and path is untouched.
+func writeAtomically(path string, write func(io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("create output: %w", err)
+	}
 	ok := false
 	defer func() {
 		if !ok {
 			tmp.Close()
-			os.Remove(tmpName)
+			os.Remove(tmp.Name())
 		}
 	}()
-	w, err := tablefile.NewWriter(tmp, f, src.Schema(), tablefile.WriteOptions{})
-	if err != nil {
-		return 0, err
-	}
-	var rows int64
-	for {
-		rec, err := src.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return 0, err
-		}
-		err = w.Write(rec)
-		rows += rec.NumRows()
-		rec.Release()
-		if err != nil {
-			return 0, fmt.Errorf("write %s: %w", path, err)
-		}
-		if progress != nil {
-			progress(rows)
-		}
-	}
-	if err := w.Close(); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
+	if err := write(tmp); err != nil {
+		return err
 	}
 	if err := tmp.Close(); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := os.Rename(tmpName, path); err != nil {
-		return 0, fmt.Errorf("write %s: %w", path, err)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	ok = true
-	return rows, nil
+	return nil
 }

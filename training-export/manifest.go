@@ -275,24 +275,16 @@ func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out, enti
 // reproduceStream writes a streamed export again, as the same Arrow IPC
 // stream bytes, into the file out (which appears only once complete).
 func reproduceStream(ctx context.Context, store *offline.Store, repo *definitions.Repo, req Request, out string) (Result, error) {
-	tmp := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+".partial")
-	f, err := os.Create(tmp)
-	if err != nil {
-		return Result{}, err
-	}
-	defer os.Remove(tmp)
-	bw := bufio.NewWriterSize(f, 1<<20)
-	res, err := ExportStream(ctx, store, repo, req, bw)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return res, err
-	}
-	return res, os.Rename(tmp, out)
+	var res Result
+	err := writeAtomically(out, func(f io.Writer) error {
+		bw := bufio.NewWriterSize(f, 1<<20)
+		var err error
+		if res, err = ExportStream(ctx, store, repo, req, bw); err != nil {
+			return err
+		}
+		return bw.Flush()
+	})
+	return res, err
 }
 
 // manifestFor fills what the export knows once it is written.
