@@ -237,7 +237,7 @@ func (e *element) append(dst []float64, r *Row) []float64 {
 	case e.size > 0:
 		dst = appendArray(dst, v, e.size, e.def)
 	default:
-		f, isNum := number(v)
+		f, isNum := Number(v)
 		if !ok || !isNum {
 			f, present = e.def, false
 		}
@@ -260,9 +260,10 @@ func boolNum(b bool) float64 {
 	return 0
 }
 
-// number reads a scalar as a number: booleans are 0/1, timestamps Unix
-// seconds; text that is a number counts too.
-func number(v any) (float64, bool) {
+// Number reads a scalar as a number, as inputs are assembled (trainers
+// encode their training sets with it too): booleans are 0/1, timestamps
+// Unix seconds; text that is a number counts too.
+func Number(v any) (float64, bool) {
 	switch x := v.(type) {
 	case float64:
 		return x, true

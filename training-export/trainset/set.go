@@ -20,6 +20,7 @@ import (
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/featurestore/tablefile"
+	"github.com/tailorhq/tailor/serving/assemble"
 	trainingexport "github.com/tailorhq/tailor/training-export"
 )
 
@@ -223,28 +224,13 @@ func labelText(arr arrow.Array, i int) string {
 	return arr.ValueStr(i)
 }
 
-// number is a feature value as the model sees it: serving assembles the
-// same conversion.
+// number is a feature value as the model sees it: serving's own
+// conversion, with a float64 NaN or infinity read as missing.
 func number(v any) (float64, bool) {
-	switch x := v.(type) {
-	case int32:
-		return float64(x), true
-	case int64:
-		return float64(x), true
-	case float32:
-		return float64(x), true
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return 0, false
-		}
-		return x, true
-	case bool:
-		if x {
-			return 1, true
-		}
-		return 0, true
+	if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
+		return 0, false
 	}
-	return 0, false
+	return assemble.Number(v)
 }
 
 // finish fixes the feature's encoding from the values read.
