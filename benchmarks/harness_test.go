@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -181,9 +180,6 @@ func timed(f func()) time.Duration {
 func record(b *testing.B, r benchrec.Result) {
 	b.Helper()
 	r.Benchmark = b.Name()
-	if r.Machine == "" {
-		r.Machine = machine()
-	}
 	if err := benchrec.Record(r); err != nil {
 		b.Logf("record the figure: %v", err)
 	}
@@ -203,6 +199,4 @@ func answered(lat []time.Duration) []time.Duration {
 // ratioText formats a ratio.
 func ratioText(r float64) string { return fmt.Sprintf("%.2fx", r) }
 
-func machine() string {
-	return fmt.Sprintf("%s/%s, %d cores", runtime.GOOS, runtime.GOARCH, runtime.NumCPU())
-}
+func machine() string { return benchrec.Machine() }
