@@ -210,7 +210,7 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 			}
 		}
 		if p.view.Windowed() {
-			sub, err := s.windowJoinSQL(repo, set, p.view, i, asOf)
+			sub, err := s.windowJoinSQL(repo, set, p.view, p.feats, i, asOf)
 			if err != nil {
 				return nil, err
 			}

@@ -14,14 +14,14 @@ import (
 // view's longest window has no row at T (its features are null, as for a
 // view without a row), online and offline alike.
 
-// windowAggs are the aggregate expressions of a windowed view's features,
-// in definition order, at the instant expression at (a column or a
+// windowAggs are the aggregate expressions of features feats of windowed
+// view v, in the order given, at the instant expression at (a column or a
 // constant); atOnce is the instant outside aggregates (any(column) when
 // at is a column constant per group).
-func windowAggs(v *definitions.FeatureView, at, atOnce string) []string {
+func windowAggs(v *definitions.FeatureView, feats []definitions.Feature, at, atOnce string) []string {
 	ts := QuoteIdent(v.Source.TimestampField)
-	aggs := make([]string, len(v.Features))
-	for i, f := range v.Features {
+	aggs := make([]string, len(feats))
+	for i, f := range feats {
 		a := f.Agg
 		in := fmt.Sprintf("%s > %s - %d AND %s <= %s", ts, at, int64(a.Window/time.Second), ts, at)
 		cond := in
@@ -69,7 +69,7 @@ func (s *Store) windowLatestSQL(repo *definitions.Repo, v *definitions.FeatureVi
 	// created time: values computed later (an older event arrived, or
 	// events slid out of a window) replace earlier ones in the tier.
 	q := fmt.Sprintf("SELECT %s, toUInt64(toUnixTimestamp(max(%s))) * 4294967296 + %d AS _version, %s FROM %s WHERE %s GROUP BY %s",
-		keys, ts, at.Unix(), strings.Join(windowAggs(v, instant, instant), ", "), s.viewTable(v), strings.Join(conds, " AND "), keys)
+		keys, ts, at.Unix(), strings.Join(windowAggs(v, v.Features, instant, instant), ", "), s.viewTable(v), strings.Join(conds, " AND "), keys)
 	if len(having) > 0 {
 		q += " HAVING " + strings.Join(having, " AND ")
 	}
@@ -79,8 +79,18 @@ func (s *Store) windowLatestSQL(repo *definitions.Repo, v *definitions.FeatureVi
 // windowJoinSQL is viewJoinSQL for a windowed view: the view's events
 // (left, streamed) joined to the entity keys (right, hashed), kept when
 // within the longest window before the entity row's timestamp, then
-// aggregated per entity row at its own timestamp.
-func (s *Store) windowJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitions.FeatureView, idx int, storedBefore time.Time) (string, error) {
+// aggregated per entity row at its own timestamp. The tuple __v<idx>
+// holds the requested features feats in their order, as viewJoinSQL's
+// does, so the outer query reads element n for the n-th of them.
+func (s *Store) windowJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitions.FeatureView, feats []definitions.FeatureRef, idx int, storedBefore time.Time) (string, error) {
+	wanted := make([]definitions.Feature, len(feats))
+	for i, r := range feats {
+		f, ok := v.Feature(r.Feature)
+		if !ok {
+			return "", fmt.Errorf("feature view %q has no feature %q", v.Name, r.Feature)
+		}
+		wanted[i] = *f
+	}
 	ts := QuoteIdent(v.Source.TimestampField)
 	longest := int64(v.LongestWindow() / time.Second)
 	keys, rightKeys, err := entityKeys(repo, set, v)
@@ -99,7 +109,7 @@ func (s *Store) windowJoinSQL(repo *definitions.Repo, set *EntitySet, v *definit
 			"SELECT *, __tailor_row, __tailor_ts FROM (SELECT * FROM %s WHERE %s) "+
 			"ALL INNER JOIN (SELECT __tailor_row, __tailor_ts, %s FROM %s) USING %s "+
 			"WHERE %s <= __tailor_ts AND %s > __tailor_ts - %d) GROUP BY __tailor_row",
-		idx, strings.Join(windowAggs(v, "__tailor_ts", "any(__tailor_ts)"), ", "), idx,
+		idx, strings.Join(windowAggs(v, wanted, "__tailor_ts", "any(__tailor_ts)"), ", "), idx,
 		s.viewTable(v), bounds,
 		strings.Join(rightKeys, ", "), set.table, strings.Join(keys, ", "),
 		ts, ts, longest), nil

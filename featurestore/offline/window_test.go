@@ -240,8 +240,39 @@ func TestWindowAggregationsMatchOracle(t *testing.T) {
 		t.Fatalf("%d of %d rows found events: the test does not cover both cases", found, len(ent.rows))
 	}
 
-	// Latest: the online read-through at one instant, for every key.
+	// Subsets and orders of the features: each column holds the
+	// aggregation it is named for (a reordering once swapped them).
 	fv, _ := repo.View("orders")
+	subsets := [][]int{{8, 1, 5}, {0, 9}, {9, 0}, {3}, {7, 6, 5, 4, 3, 2, 1, 0}}
+	for range 4 {
+		subsets = append(subsets, rng.Perm(len(fv.Features))[:1+rng.IntN(len(fv.Features))])
+	}
+	for _, idx := range subsets {
+		var names []string
+		for _, j := range idx {
+			names = append(names, "orders:"+fv.Features[j].Name)
+		}
+		sub, err := repo.ResolveRefs(names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ret, err := s.Retrieve(ctx, repo, set, sub, offline.RetrieveOptions{StoredBefore: watermark})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, got := readAll(t, ret)
+		ret.Close()
+		for i, er := range ent.rows {
+			want := windowOracle(events, er[0].(string), er[1].(time.Time))
+			for n, j := range idx {
+				if !near(got[i][2+n], want[j]) {
+					t.Fatalf("features %v, row %d (%s at %s): column %s holds %v, want %v", names, i, er[0], er[1].(time.Time).Format(time.RFC3339), names[n], got[i][2+n], want[j])
+				}
+			}
+		}
+	}
+
+	// Latest: the online read-through at one instant, for every key.
 	for _, at := range []time.Time{base.Add(6*24*time.Hour + 7*time.Hour), events[0].ts, events[1].ts.Add(24 * time.Hour)} {
 		rows, err := s.Latest(ctx, repo, fv, [][]any{{"a"}, {"b"}, {"c"}, {"d"}, {"e"}}, at)
 		if err != nil {
