@@ -3,9 +3,12 @@ package offline
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/ext"
+	chcolumn "github.com/ClickHouse/clickhouse-go/v2/lib/column"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 )
@@ -27,33 +30,20 @@ type LatestRow struct {
 // point-in-time rule picks at instant at: the greatest (event_ts,
 // created_ts) with event_ts <= at. The ttl is not applied; callers judge
 // age at read time. Each key is a tuple of join key values in the view's
-// entity order.
+// entity order. The keys travel to ClickHouse as an external table, never
+// as text in the query: their number and size are bounded by the caller's
+// request, not by ClickHouse's largest query.
 func (s *Store) Latest(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, keys [][]any, at time.Time) ([]LatestRow, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	ents := repo.JoinKeys(v)
-	tuples := make([]string, len(keys))
-	for i, k := range keys {
-		if len(k) != len(ents) {
-			return nil, fmt.Errorf("key %d of view %q has %d parts, want %d", i, v.Name, len(k), len(ents))
-		}
-		parts := make([]string, len(k))
-		for j, part := range k {
-			switch x := part.(type) {
-			case string:
-				parts[j] = quoteLiteral(x)
-			case int64:
-				parts[j] = strconv.FormatInt(x, 10)
-			default:
-				return nil, fmt.Errorf("key %d of view %q: %T is not a join key value", i, v.Name, part)
-			}
-		}
-		tuples[i] = "(" + strings.Join(parts, ", ") + ")"
+	table, err := keyTable(repo.JoinKeys(v), v.Name, keys)
+	if err != nil {
+		return nil, err
 	}
-	q := s.latestSQL(repo, v, at, []string{fmt.Sprintf("(%s) IN (%s)", keyColumns(repo, v), strings.Join(tuples, ", "))}, nil)
+	q := s.latestSQL(repo, v, at, []string{fmt.Sprintf("(%s) IN (SELECT * FROM %s)", keyColumns(repo, v), keysTableName)}, nil)
 	var out []LatestRow
-	_, err := s.streamLatest(ctx, q, repo, v, func(r LatestRow) error {
+	_, err = s.streamLatest(clickhouse.Context(ctx, clickhouse.WithExternalTable(table)), q, repo, v, func(r LatestRow) error {
 		out = append(out, r)
 		return nil
 	})
@@ -61,6 +51,45 @@ func (s *Store) Latest(ctx context.Context, repo *definitions.Repo, v *definitio
 		return nil, fmt.Errorf("latest rows of %s: %w", v.Name, err)
 	}
 	return out, nil
+}
+
+// keysTableName is the external table that carries the keys of a Latest.
+const keysTableName = "_tailor_keys"
+
+// keyTable lays keys out as an external table with one column per join
+// key, typed as its entity declares.
+func keyTable(ents []definitions.Entity, view string, keys [][]any) (*ext.Table, error) {
+	cols := make([]func(*ext.Table) error, len(ents))
+	for j, e := range ents {
+		cols[j] = ext.Column(fmt.Sprintf("k%d", j), chcolumn.Type(chKeyType(e.Type)))
+	}
+	t, err := ext.NewTable(keysTableName, cols...)
+	if err != nil {
+		return nil, fmt.Errorf("keys of view %q: %w", view, err)
+	}
+	for i, k := range keys {
+		if len(k) != len(ents) {
+			return nil, fmt.Errorf("key %d of view %q has %d parts, want %d", i, view, len(k), len(ents))
+		}
+		for j, part := range k {
+			switch part.(type) {
+			case string:
+				if ents[j].Type == definitions.Int64 {
+					return nil, fmt.Errorf("key %d of view %q: join key %q is int64, got text", i, view, ents[j].JoinKey)
+				}
+			case int64:
+				if ents[j].Type != definitions.Int64 {
+					return nil, fmt.Errorf("key %d of view %q: join key %q is %s, got an integer", i, view, ents[j].JoinKey, ents[j].Type)
+				}
+			default:
+				return nil, fmt.Errorf("key %d of view %q: %T is not a join key value", i, view, part)
+			}
+		}
+		if err := t.Append(k...); err != nil {
+			return nil, fmt.Errorf("key %d of view %q: %w", i, view, err)
+		}
+	}
+	return t, nil
 }
 
 // versionExpr orders a view's rows as the point-in-time rule does, by
@@ -233,9 +262,4 @@ func scannedValue(t definitions.ValueType, dest any) any {
 		return *d
 	}
 	return nil
-}
-
-// quoteLiteral quotes a ClickHouse string literal.
-func quoteLiteral(s string) string {
-	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'"
 }
