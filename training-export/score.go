@@ -183,12 +183,10 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	var outSchema *arrow.Schema
 	var table *tableSink
 	if req.Table != "" {
-		table = newTableSink(ctx, store, req.Table)
-		defer func() {
-			if !table.committed {
-				table.abort()
-			}
-		}()
+		if table, err = newTableSink(ctx, store, req.Table); err != nil {
+			return ScoreResult{}, err
+		}
+		defer table.finish()
 	}
 	tmp := filepath.Join(filepath.Dir(req.Out), "."+filepath.Base(req.Out)+".scoring")
 	if req.Out != "" {

@@ -2,8 +2,6 @@ package trainingexport
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -16,11 +14,14 @@ import (
 
 // tableSink writes scores into a staging table and swaps it in for the
 // target only when every row is stored, so a failure midway leaves the
-// target as it was and a rerun is safe.
+// target as it was and a rerun is safe. Its tables are named by a lease,
+// so if the process dies they are dropped by the next sweep (seconds
+// later), never while it lives.
 type tableSink struct {
 	store         *offline.Store
 	db, table     string
 	stage         string
+	lease         *offline.Lease
 	cols          []string
 	created       bool
 	committed     bool
@@ -30,15 +31,28 @@ type tableSink struct {
 }
 
 // newTableSink prepares a sink into db.table (table may be "db.name").
-func newTableSink(ctx context.Context, store *offline.Store, table string) *tableSink {
+func newTableSink(ctx context.Context, store *offline.Store, table string) (*tableSink, error) {
 	db, name := store.Database(), table
 	if d, n, ok := strings.Cut(table, "."); ok {
 		db, name = d, n
 	}
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
-	return &tableSink{store: store, db: db, table: name, stage: "_stage_scores_" + hex.EncodeToString(b), ctx: ctx}
+	l, err := store.Lease(ctx, offline.LeaseTables, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("score into %s: %w", table, err)
+	}
+	t := &tableSink{store: store, db: db, table: name, stage: "_stage_scores_" + l.ID, lease: l, ctx: ctx}
+	for _, n := range []string{t.stage, t.old()} {
+		if err := l.Own(ctx, db, n); err != nil {
+			l.Release(ctx)
+			return nil, fmt.Errorf("score into %s: %w", table, err)
+		}
+	}
+	return t, nil
 }
+
+// old is the name the previous scores take while the staging table is
+// swapped in.
+func (t *tableSink) old() string { return t.stage + "_old" }
 
 func (t *tableSink) ref(name string) string {
 	return offline.QuoteIdent(t.db) + "." + offline.QuoteIdent(name)
@@ -98,18 +112,24 @@ func (t *tableSink) commit() error {
 	if exists == 0 {
 		return conn.Exec(t.ctx, fmt.Sprintf("RENAME TABLE %s TO %s", t.ref(t.stage), t.ref(t.table)))
 	}
-	old := t.stage + "_old"
-	if err := conn.Exec(t.ctx, fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", t.ref(t.table), t.ref(old), t.ref(t.stage), t.ref(t.table))); err != nil {
+	if err := conn.Exec(t.ctx, fmt.Sprintf("RENAME TABLE %s TO %s, %s TO %s", t.ref(t.table), t.ref(t.old()), t.ref(t.stage), t.ref(t.table))); err != nil {
 		return fmt.Errorf("swap in %s.%s: %w", t.db, t.table, err)
 	}
-	return conn.Exec(t.ctx, "DROP TABLE IF EXISTS "+t.ref(old))
+	return conn.Exec(t.ctx, "DROP TABLE IF EXISTS "+t.ref(t.old()))
 }
 
-// abort drops the staging table.
-func (t *tableSink) abort() {
+// finish drops what is left of the staging tables (all of it when the run
+// did not commit) and ends the lease; a table that cannot be dropped is
+// left to the lease's expiry and the next sweep.
+func (t *tableSink) finish() {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 30*time.Second)
 	defer cancel()
-	_ = t.store.Conn().Exec(ctx, "DROP TABLE IF EXISTS "+t.ref(t.stage))
+	for _, n := range []string{t.stage, t.old()} {
+		if err := t.store.Conn().Exec(ctx, "DROP TABLE IF EXISTS "+t.ref(n)); err != nil {
+			return
+		}
+	}
+	t.lease.Release(ctx)
 }
 
 // chColumn is the ClickHouse type of an output column and the conversion

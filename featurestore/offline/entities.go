@@ -37,6 +37,7 @@ type EntityColumn struct {
 type EntitySet struct {
 	store   *Store
 	table   tableRef
+	lease   *Lease
 	Columns []EntityColumn
 	// Keys maps each join key present to the SQL expression reading it.
 	keys map[string]string
@@ -74,11 +75,50 @@ func (o *EntityOptions) defaults() {
 	}
 }
 
-// Drop removes the uploaded entity table.
+// Drop removes the uploaded entity table and ends its lease.
 func (e *EntitySet) Drop(ctx context.Context) error {
+	if e.lease == nil {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	return e.store.conn.Exec(ctx, "DROP TABLE IF EXISTS "+e.table.String())
+	if err := e.dropTables(ctx); err != nil {
+		return err // the lease expires, and a sweep drops them
+	}
+	e.lease.Release(ctx)
+	return nil
+}
+
+// dropTables drops the tables of the set, the one it reads from and the
+// one an entity query first fills.
+func (e *EntitySet) dropTables(ctx context.Context) error {
+	for _, t := range []tableRef{e.table, e.first()} {
+		if err := e.store.conn.Exec(ctx, "DROP TABLE IF EXISTS "+t.String()); err != nil {
+			return fmt.Errorf("drop entity table %s: %w", t.Plain(), err)
+		}
+	}
+	return nil
+}
+
+// first is the table an entity query fills before its rows are numbered
+// and stamped into the set's table.
+func (e *EntitySet) first() tableRef { return tableRef{DB: e.table.DB, Name: e.table.Name + "_q"} }
+
+// newEntitySet takes the lease of a new entity set and records its tables
+// in it, before any of them exists.
+func (s *Store) newEntitySet(ctx context.Context, tsColumn string) (*EntitySet, error) {
+	l, err := s.Lease(ctx, LeaseTables, time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("entity set: %w", err)
+	}
+	set := &EntitySet{store: s, table: tableRef{DB: s.db, Name: "_entities_" + l.ID}, lease: l, keys: map[string]string{}, TimestampColumn: tsColumn, minTS: math.MaxInt64, maxTS: math.MinInt64}
+	for _, t := range []tableRef{set.table, set.first()} {
+		if err := l.Own(ctx, t.DB, t.Name); err != nil {
+			l.Release(ctx)
+			return nil, fmt.Errorf("entity set: %w", err)
+		}
+	}
+	return set, nil
 }
 
 // inference tracks which types every value of a text column fits.
@@ -165,7 +205,15 @@ func timeMicrosAt(arr arrow.Array, i int) (int64, error) {
 func (s *Store) UploadEntities(ctx context.Context, name string, src RecordSource, opt EntityOptions) (_ *EntitySet, err error) {
 	opt.defaults()
 	schema := src.Schema()
-	set := &EntitySet{store: s, table: tableRef{DB: s.db, Name: "_entities_" + randomHex(8)}, keys: map[string]string{}, TimestampColumn: opt.TimestampColumn, minTS: math.MaxInt64, maxTS: math.MinInt64}
+	set, err := s.newEntitySet(ctx, opt.TimestampColumn)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = set.Drop(ctx)
+		}
+	}()
 
 	type upload struct {
 		chName, chType string
@@ -231,11 +279,6 @@ func (s *Store) UploadEntities(ctx context.Context, name string, src RecordSourc
 	if err := s.conn.Exec(ctx, fmt.Sprintf("CREATE TABLE %s (%s) ENGINE = Memory", set.table, strings.Join(ddl, ", "))); err != nil {
 		return nil, fmt.Errorf("upload entities: create table: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			_ = set.Drop(ctx)
-		}
-	}()
 
 	names := []string{"__tailor_row", "__tailor_ts"}
 	for _, c := range cols {
@@ -343,23 +386,26 @@ func (s *Store) UploadEntities(ctx context.Context, name string, src RecordSourc
 // entity set, in the query's row order, without passing rows through Go.
 func (s *Store) EntitiesFromSQL(ctx context.Context, query string, opt EntityOptions) (_ *EntitySet, err error) {
 	opt.defaults()
-	set := &EntitySet{store: s, table: tableRef{DB: s.db, Name: "_entities_" + randomHex(8)}, keys: map[string]string{}, TimestampColumn: opt.TimestampColumn}
-	query = strings.TrimRight(strings.TrimSpace(query), ";")
-	// One thread keeps the query's order in the row numbers.
-	create := fmt.Sprintf("CREATE TABLE %s ENGINE = Memory AS SELECT rowNumberInAllBlocks() AS __tailor_row, * FROM (%s)", set.table, query)
-	one := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_threads": 1}))
-	if err := s.conn.Exec(one, create); err != nil {
-		// ClickHouse creates the table before it fills it: a query that
-		// fails or is cancelled midway leaves a partial table to drop.
-		_ = set.Drop(ctx)
-		return nil, &QueryError{Query: query, Err: err}
+	set, err := s.newEntitySet(ctx, opt.TimestampColumn)
+	if err != nil {
+		return nil, err
 	}
+	// ClickHouse creates a table before it fills it: a query that fails or
+	// is cancelled midway leaves a partial table, dropped here.
 	defer func() {
 		if err != nil {
 			_ = set.Drop(ctx)
 		}
 	}()
-	cols, _, err := s.tableColumns(ctx, set.table)
+	query = strings.TrimRight(strings.TrimSpace(query), ";")
+	first := set.first()
+	// One thread keeps the query's order in the row numbers.
+	create := fmt.Sprintf("CREATE TABLE %s ENGINE = Memory AS SELECT rowNumberInAllBlocks() AS __tailor_row, * FROM (%s)", first, query)
+	one := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_threads": 1}))
+	if err := s.conn.Exec(one, create); err != nil {
+		return nil, &QueryError{Query: query, Err: err}
+	}
+	cols, _, err := s.tableColumns(ctx, first)
 	if err != nil {
 		return nil, err
 	}
@@ -413,12 +459,13 @@ func (s *Store) EntitiesFromSQL(ctx context.Context, query string, opt EntityOpt
 	}
 	// Keep the request timestamp in a fixed column so the join reads it the
 	// same way for files and queries.
-	alter := fmt.Sprintf("CREATE TABLE %s ENGINE = Memory AS SELECT *, toDateTime(%s) AS __tailor_ts FROM %s ORDER BY __tailor_row", tableRef{s.db, set.table.Name + "_t"}, QuoteIdent(opt.TimestampColumn), set.table)
+	alter := fmt.Sprintf("CREATE TABLE %s ENGINE = Memory AS SELECT *, toDateTime(%s) AS __tailor_ts FROM %s ORDER BY __tailor_row", set.table, QuoteIdent(opt.TimestampColumn), first)
 	if err := s.conn.Exec(ctx, alter); err != nil {
 		return nil, fmt.Errorf("entity set: %w", err)
 	}
-	_ = set.Drop(ctx)
-	set.table.Name += "_t"
+	if err := s.conn.Exec(ctx, "DROP TABLE IF EXISTS "+first.String()); err != nil {
+		return nil, fmt.Errorf("entity set: %w", err)
+	}
 	var nulls uint64
 	row := s.conn.QueryRow(ctx, fmt.Sprintf("SELECT count(), toInt64(min(__tailor_ts)), toInt64(max(__tailor_ts)), countIf(isNull(%s)) FROM %s", QuoteIdent(opt.TimestampColumn), set.table))
 	var n uint64

@@ -98,28 +98,46 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 	table := s.viewTable(v)
 	stage := table
 	// Rows carry insertion times from now on but become visible only at
-	// the commit; the ingestion log lets change scans look back this far.
+	// the commit; the ingestion's lease holds snapshot watermarks back to
+	// here while it runs, and the ingestion log lets change scans look
+	// back this far.
 	var storedFrom time.Time
-	if !opt.Unlogged {
+	if !opt.Unlogged || !opt.Direct {
 		if storedFrom, err = s.Now(ctx); err != nil {
 			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
 		}
-		id := randomHex(8)
-		if err := s.markRunning(ctx, id, v.Name, storedFrom, 0); err != nil {
-			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
-		}
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			if err := s.markRunning(dctx, id, v.Name, storedFrom, 1); err != nil {
-				s.log.Warn("ingestion end", "view", v.Name, "err", err)
-			}
-		}()
 	}
+	var lease *Lease
 	if opt.Direct {
 		opt.BatchRows = math.MaxInt
 	} else {
-		stage = tableRef{DB: s.db, Name: fmt.Sprintf("_stage_%s_%s", v.Name, randomHex(6))}
+		kind := LeaseIngest
+		if opt.Unlogged {
+			kind = LeaseTables // nothing to hold back: only the staging table
+		}
+		if lease, err = s.Lease(ctx, kind, storedFrom); err != nil {
+			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
+		}
+		stage = tableRef{DB: s.db, Name: fmt.Sprintf("_stage_%s_%s", v.Name, lease.ID)}
+		dropped := false
+		defer func() {
+			// The staging table goes whatever happened; a cancelled ctx
+			// must not leave it behind. If it cannot be dropped, the lease
+			// stays unreleased and expires, and a sweep drops the table.
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := s.conn.Exec(dctx, "DROP TABLE IF EXISTS "+stage.String()); err != nil {
+				s.log.Warn("drop staging table", "table", stage.Plain(), "err", err)
+			} else {
+				dropped = true
+			}
+			if dropped {
+				lease.Release(dctx)
+			}
+		}()
+		if err := lease.Own(ctx, stage.DB, stage.Name); err != nil {
+			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
+		}
 		create := fmt.Sprintf("CREATE TABLE %s AS %s", stage, table)
 		if v.External() {
 			create += " ENGINE = MergeTree ORDER BY tuple()"
@@ -127,15 +145,6 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 		if err := s.conn.Exec(ctx, create); err != nil {
 			return IngestResult{}, fmt.Errorf("ingest %s: create staging table: %w", name, err)
 		}
-		defer func() {
-			// The staging table goes whatever happened; a cancelled ctx must
-			// not leave it behind.
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			defer cancel()
-			if err := s.conn.Exec(dctx, "DROP TABLE IF EXISTS "+stage.String()); err != nil {
-				s.log.Warn("drop staging table", "table", stage.Plain(), "err", err)
-			}
-		}()
 	}
 
 	colNames := make([]string, len(targets))
@@ -212,6 +221,12 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 		return IngestResult{}, err
 	}
 	if rows > 0 && !opt.Direct {
+		if !lease.Held() {
+			// Snapshots taken meanwhile may have judged this ingestion
+			// dead and read past its rows' insertion times: publishing
+			// them now would change those snapshots' answers.
+			return IngestResult{}, fmt.Errorf("ingest %s: %w: nothing was loaded; run it again", name, ErrLeaseLost)
+		}
 		if err := s.publish(ctx, table, stage, targets, v.External()); err != nil {
 			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
 		}

@@ -189,18 +189,6 @@ func (s *Store) RecordWatermark(ctx context.Context, w Watermark) error {
 	return nil
 }
 
-// markRunning records that ingestion id of view starts (done 0) or ends
-// (done 1).
-func (s *Store) markRunning(ctx context.Context, id, view string, storedFrom time.Time, done uint8) error {
-	err := s.conn.Exec(ctx, fmt.Sprintf(
-		"INSERT INTO %s.ingest_running (id, view, stored_from, done) SELECT ?, ?, toDateTime(?), toUInt8(?)", QuoteIdent(s.db)),
-		id, view, storedFrom.Unix(), done)
-	if err != nil {
-		return fmt.Errorf("record the ingestion of %s: %w", view, err)
-	}
-	return nil
-}
-
 // snapshotMargin is how long after a watermark a snapshot waits before
 // reading: a direct insert stamped just before the watermark has
 // committed by then.
@@ -214,24 +202,20 @@ const snapshotMargin = time.Second
 // rows stored until now are in the snapshot, and it returns once the
 // clock has passed it by snapshotMargin (about one to two seconds). An
 // ingestion still running holds it back to when that ingestion began
-// staging (for at most a day: a process killed mid-ingestion is given up
-// on).
+// staging, as long as its process lives: the lease of a process that died
+// stops counting within leaseTTL (seconds).
 func (s *Store) SnapshotWatermark(ctx context.Context) (time.Time, error) {
 	now, err := s.Now(ctx)
 	if err != nil {
 		return time.Time{}, err
 	}
 	w := now.Truncate(time.Second).Add(time.Second)
-	var n uint64
-	var from uint32
-	err = s.conn.QueryRow(ctx, fmt.Sprintf(`SELECT count(), toUnixTimestamp(min(f)) FROM (
-		SELECT id, any(stored_from) AS f, max(done) AS d, max(at) AS started FROM %s.ingest_running GROUP BY id
-	) WHERE d = 0 AND started > now() - 86400`, QuoteIdent(s.db))).Scan(&n, &from)
+	n, from, err := s.liveIngestions(ctx)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("running ingestions: %w", err)
+		return time.Time{}, err
 	}
-	if n > 0 && int64(from) < w.Unix() {
-		w = time.Unix(int64(from), 0).UTC()
+	if n > 0 && from.Before(w) {
+		w = from
 	}
 	for now.Before(w.Add(snapshotMargin)) {
 		select {

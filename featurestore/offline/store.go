@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -22,13 +23,14 @@ const DefaultDatabase = "tailor"
 
 // Store is a connection to the ClickHouse that holds tailor's state.
 type Store struct {
-	conn    driver.Conn
+	conn    *retryingConn
 	db      string
 	log     *slog.Logger
 	version driver.ServerVersion
 	// insertionCols remembers which external view tables have an
 	// insertion-time column (table name -> bool); tailor's own always do.
 	insertionCols sync.Map
+	leases        *leaseKeeper
 }
 
 // Options configures Open.
@@ -37,6 +39,11 @@ type Options struct {
 	Database string
 	// Logger receives structured logs (default slog.Default()).
 	Logger *slog.Logger
+	// Address, when set, is asked for ClickHouse's host:port each time a
+	// connection is dialled, instead of the URL's: a server that moved
+	// (a local ClickHouse restarted on other ports) is found again
+	// without restarting the process.
+	Address func() (string, error)
 }
 
 // ErrUnavailable marks errors caused by ClickHouse not answering.
@@ -59,11 +66,22 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 	if o.MaxOpenConns == 0 {
 		o.MaxOpenConns = 16
 	}
+	if opt.Address != nil {
+		o.DialContext = resolvingDialer(opt.Address)
+	}
+	s := &Store{db: opt.Database, log: opt.Logger}
+	if s.db == "" {
+		s.db = DefaultDatabase
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
 	conn, err := clickhouse.Open(o)
 	if err != nil {
 		return nil, fmt.Errorf("connect to clickhouse %s: %w", dsn, err)
 	}
-	if err := conn.Ping(ctx); err != nil {
+	s.conn = &retryingConn{Conn: conn, log: s.log}
+	if err := s.conn.Ping(ctx); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, dsn, err)
 	}
@@ -72,20 +90,14 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 		conn.Close()
 		return nil, fmt.Errorf("clickhouse server version: %w", err)
 	}
-	s := &Store{conn: conn, db: opt.Database, log: opt.Logger, version: *v}
-	if s.db == "" {
-		s.db = DefaultDatabase
-	}
-	if s.log == nil {
-		s.log = slog.Default()
-	}
+	s.version = *v
 	if err := s.bootstrap(ctx); err != nil {
 		conn.Close()
 		return nil, err
 	}
 	if o.Auth.Database == "" || o.Auth.Database == "default" {
 		// Unqualified table names (in entity queries, say) mean tailor's
-		// database, unless the URL names another one.
+		// database, unless the URL names one.
 		o.Auth.Database = s.db
 		c, err := clickhouse.Open(o)
 		if err != nil {
@@ -93,16 +105,44 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 			return nil, fmt.Errorf("connect to clickhouse %s: %w", dsn, err)
 		}
 		conn.Close()
-		s.conn = c
+		s.conn = &retryingConn{Conn: c, log: s.log}
 	}
+	// Leases are renewed on connections of their own, so a pool full of
+	// slow queries cannot make a live process look dead.
+	lo := *o
+	lo.MaxOpenConns, lo.MaxIdleConns = 2, 1
+	lc, err := clickhouse.Open(&lo)
+	if err != nil {
+		s.conn.Close()
+		return nil, fmt.Errorf("connect to clickhouse %s: %w", dsn, err)
+	}
+	s.leases = newLeaseKeeper(&retryingConn{Conn: lc, log: s.log}, s.db, s.log)
+	s.dropAbandoned(ctx)
 	return s, nil
+}
+
+// resolvingDialer dials the address addr returns at the time of each
+// dial, falling back to the URL's when it fails.
+func resolvingDialer(addr func() (string, error)) func(ctx context.Context, fallback string) (net.Conn, error) {
+	return func(ctx context.Context, fallback string) (net.Conn, error) {
+		target := fallback
+		if a, err := addr(); err == nil && a != "" {
+			target = a
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", target)
+	}
 }
 
 // Logger is the store's structured logger.
 func (s *Store) Logger() *slog.Logger { return s.log }
 
-// Close releases the connections.
-func (s *Store) Close() error { return s.conn.Close() }
+// Close releases the connections, first releasing the leases this store
+// still holds so that nobody waits for them to expire.
+func (s *Store) Close() error {
+	s.leases.close()
+	return errors.Join(s.conn.Close(), s.leases.conn.Close())
+}
 
 // Database is the ClickHouse database holding tailor's tables.
 func (s *Store) Database() string { return s.db }
@@ -135,15 +175,6 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			stored_from DateTime,
 			committed_at DateTime DEFAULT now()
 		) ENGINE = MergeTree ORDER BY (view, committed_at)`, QuoteIdent(s.db)),
-		// Two rows per logged ingestion: when it starts (done 0) and when it
-		// ends (done 1); one still running holds snapshot watermarks back.
-		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.ingest_running (
-			id String,
-			view String,
-			stored_from DateTime,
-			done UInt8,
-			at DateTime DEFAULT now()
-		) ENGINE = MergeTree ORDER BY (id, done)`, QuoteIdent(s.db)),
 		// One row per export: its manifest, to reproduce it later.
 		fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.snapshots (
 			snapshot_id String,
@@ -159,46 +190,18 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			finished_at DateTime DEFAULT now()
 		) ENGINE = MergeTree ORDER BY (view, finished_at)`, QuoteIdent(s.db)),
 	}
+	stmts = append(stmts, createLeasesSQL(s.db))
 	for _, q := range stmts {
 		if err := s.conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("bootstrap tailor tables: %w", err)
 		}
 	}
-	s.dropAbandoned(ctx)
 	return nil
 }
 
-// abandonedAfter is how old a staging or entity table must be before a
-// later process assumes its owner died and drops it.
-const abandonedAfter = 24 * time.Hour
-
-// dropAbandoned removes staging and entity tables left by processes that
-// were killed before they could drop them. It only logs failures: a
-// leftover table costs disk, not correctness.
-func (s *Store) dropAbandoned(ctx context.Context) {
-	rows, err := s.conn.Query(ctx, `SELECT name FROM system.tables WHERE database = ?
-		AND (startsWith(name, '_stage_') OR startsWith(name, '_entities_'))
-		AND metadata_modification_time < now() - ?`, s.db, int64(abandonedAfter.Seconds()))
-	if err != nil {
-		s.log.Warn("list abandoned tables", "err", err)
-		return
-	}
-	var names []string
-	for rows.Next() {
-		var n string
-		if rows.Scan(&n) == nil {
-			names = append(names, n)
-		}
-	}
-	rows.Close()
-	for _, n := range names {
-		if err := s.conn.Exec(ctx, "DROP TABLE IF EXISTS "+tableRef{DB: s.db, Name: n}.String()); err != nil {
-			s.log.Warn("drop abandoned table", "table", n, "err", err)
-			continue
-		}
-		s.log.Info("dropped abandoned table", "table", s.db+"."+n)
-	}
-}
+// dropAbandoned sweeps at start-up what dead processes left behind (see
+// Sweep).
+func (s *Store) dropAbandoned(ctx context.Context) { s.Sweep(ctx) }
 
 // column is one column of an existing ClickHouse table.
 type tableColumn struct{ Name, Type string }
