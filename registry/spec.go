@@ -158,6 +158,9 @@ type SpecError struct {
 
 func (e *SpecError) Error() string { return fmt.Sprintf("%s: %s", e.Pos, e.Msg) }
 
+// InvalidInput marks a problem in a model.yaml as the caller's mistake.
+func (e *SpecError) InvalidInput() bool { return true }
+
 var nameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
 
 // ParseSpec parses a model.yaml; file names it in error positions. Every

@@ -57,12 +57,33 @@ type NotFoundError struct{ What string }
 
 func (e *NotFoundError) Error() string { return e.What + " not found" }
 
+// NotFound classifies the error (see featurestore/rpcerr).
+func (e *NotFoundError) NotFound() bool { return true }
+
+// ArchivedError is a version asked for by number that is archived: it
+// exists, but is not served or scored until restored.
+type ArchivedError struct {
+	Name    string
+	Version int64
+}
+
+func (e *ArchivedError) Error() string {
+	return fmt.Sprintf("version %d of model %q is archived; restore it to use it (tailor models archive %s %d --restore)", e.Version, e.Name, e.Name, e.Version)
+}
+
+// FailedPrecondition classifies the error: the version exists but is not
+// in a state to serve (see featurestore/rpcerr).
+func (e *ArchivedError) FailedPrecondition() bool { return true }
+
 // InvalidError is a request the registry refuses: a bad model, bad
 // metadata, an archived version given an alias.
 type InvalidError struct{ Err error }
 
 func (e *InvalidError) Error() string { return e.Err.Error() }
 func (e *InvalidError) Unwrap() error { return e.Err }
+
+// InvalidInput marks a refused request as the caller's mistake.
+func (e *InvalidError) InvalidInput() bool { return true }
 
 // Store keeps models in ClickHouse: metadata rows, artifacts in chunks,
 // and an event log from which aliases and archival are derived.
@@ -393,9 +414,9 @@ func (s *Store) Models(ctx context.Context) ([]*Version, error) {
 	return out, nil
 }
 
-// Resolve finds the version a reference names: "name:version",
-// "name@alias", or a bare name for its latest version that is not
-// archived.
+// Resolve finds the version a reference names: "name:version" (an
+// *ArchivedError when that version is archived), "name@alias", or a bare
+// name for its latest version that is not archived.
 func (s *Store) Resolve(ctx context.Context, ref string) (*Version, error) {
 	if name, alias, ok := strings.Cut(ref, "@"); ok {
 		vs, err := s.Versions(ctx, name)
@@ -414,7 +435,14 @@ func (s *Store) Resolve(ctx context.Context, ref string) (*Version, error) {
 		if err != nil || n <= 0 {
 			return nil, &InvalidError{fmt.Errorf("model reference %q: the version after ':' must be a positive number", ref)}
 		}
-		return s.Version(ctx, name, n)
+		v, err := s.Version(ctx, name, n)
+		if err != nil {
+			return nil, err
+		}
+		if v.Archived {
+			return nil, &ArchivedError{Name: name, Version: n}
+		}
+		return v, nil
 	}
 	vs, err := s.Versions(ctx, ref)
 	if err != nil {

@@ -75,7 +75,7 @@ type Result struct {
 // req.Out, and writes the manifest beside it.
 func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, req Request) (Result, error) {
 	if req.Out == "" {
-		return Result{}, errors.New("no output file: pass --out FILE")
+		return Result{}, requestErrorf("no output file: pass --out FILE")
 	}
 	outFormat, err := tablefile.DetectFormat(req.Out, req.Format)
 	if err != nil {
@@ -89,6 +89,20 @@ func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 		sum, err := fileSHA256(req.Out)
 		return rows, sum, err
 	})
+}
+
+// RequestError is an export or scoring request that cannot be answered as
+// given: the caller's mistake, not the store's.
+type RequestError struct{ Err error }
+
+func (e *RequestError) Error() string { return e.Err.Error() }
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// InvalidInput classifies the error (see featurestore/rpcerr).
+func (e *RequestError) InvalidInput() bool { return true }
+
+func requestErrorf(format string, args ...any) error {
+	return &RequestError{fmt.Errorf(format, args...)}
 }
 
 // StreamFormat is the format of streamed exports: an Arrow IPC stream.
@@ -158,13 +172,13 @@ func export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 	var set *offline.EntitySet
 	switch {
 	case req.EntitiesSQL != "" && req.EntitiesFile != "":
-		return Result{}, errors.New("pass either --entities or --entities-sql, not both")
+		return Result{}, requestErrorf("pass either --entities or --entities-sql, not both")
 	case req.EntitiesSQL != "":
 		set, err = store.EntitiesFromSQL(ctx, req.EntitiesSQL, opt)
 	case req.EntitiesFile != "":
 		set, err = uploadFile(ctx, store, req, opt)
 	default:
-		return Result{}, errors.New("no entity rows: pass --entities FILE or --entities-sql QUERY")
+		return Result{}, requestErrorf("no entity rows: pass --entities FILE or --entities-sql QUERY")
 	}
 	if err != nil {
 		return Result{}, err
@@ -208,23 +222,23 @@ func export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 func resolve(repo *definitions.Repo, req Request) ([]definitions.FeatureRef, error) {
 	switch {
 	case req.Service != "" && len(req.Features) > 0:
-		return nil, errors.New("pass either --features or --service, not both")
+		return nil, requestErrorf("pass either --features or --service, not both")
 	case req.Service != "":
 		return repo.ResolveService(req.Service)
 	case len(req.Features) > 0:
 		return repo.ResolveRefs(req.Features)
 	}
-	return nil, errors.New("no features requested: pass --features view:feature,... or --service NAME")
+	return nil, requestErrorf("no features requested: pass --features view:feature,... or --service NAME")
 }
 
 func uploadFile(ctx context.Context, store *offline.Store, req Request, opt offline.EntityOptions) (*offline.EntitySet, error) {
 	f, err := tablefile.DetectFormat(req.EntitiesFile, req.EntitiesFormat)
 	if err != nil {
-		return nil, err
+		return nil, &RequestError{err}
 	}
 	r, err := tablefile.Open(req.EntitiesFile, f, tablefile.ReadOptions{})
 	if err != nil {
-		return nil, err
+		return nil, &RequestError{err}
 	}
 	defer r.Close()
 	opt.InferTypes = f == tablefile.CSV

@@ -176,6 +176,10 @@ func (e *MismatchError) Error() string {
 	return fmt.Sprintf("the reproduced export's sha256 is %s, the manifest's %s", e.Got, e.Want)
 }
 
+// FailedPrecondition classifies the error: the snapshot's data changed
+// since (see featurestore/rpcerr).
+func (e *MismatchError) FailedPrecondition() bool { return true }
+
 // Reproduce exports a manifest's snapshot again into out: the same
 // definitions version, entity rows, features, format and watermark. The
 // entity rows are the manifest's own (SQL, inline rows, the recorded file)

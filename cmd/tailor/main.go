@@ -101,10 +101,15 @@ func defaultHome() string {
 // local server when no URL is given.
 func (a *app) openStore(ctx context.Context) (*offline.Store, error) {
 	dsn := a.clickhouse
+	opt := offline.Options{Database: a.database, Logger: a.log}
 	if dsn == "" {
 		var started bool
 		var err error
-		dsn, started, err = chserver.Managed{Home: a.home, Logger: a.log}.Ensure(ctx)
+		managed := chserver.Managed{Home: a.home, Logger: a.log}
+		// Dial wherever the local server runs now: a long-lived process
+		// (tailor serve) finds it again after a restart.
+		opt.Address = managed.Addr
+		dsn, started, err = managed.Ensure(ctx)
 		if err != nil {
 			if errors.Is(err, chserver.ErrNotInstalled) {
 				return nil, err
@@ -115,7 +120,7 @@ func (a *app) openStore(ctx context.Context) (*offline.Store, error) {
 			fmt.Fprintf(a.errOut, "started local ClickHouse at %s (stop it with `tailor clickhouse stop`)\n", dsn)
 		}
 	}
-	return offline.Open(ctx, dsn, offline.Options{Database: a.database, Logger: a.log})
+	return offline.Open(ctx, dsn, opt)
 }
 
 // errNothingApplied is returned by commands that need applied definitions.

@@ -118,9 +118,11 @@ func (m Managed) Status(ctx context.Context) (Status, error) {
 	return out, nil
 }
 
-// Stop sends the managed server SIGTERM, waits until its process is gone
-// (SIGKILL after 30s, or sooner when ctx ends) and removes its state file.
-// Stopping a server that is not running is a no-op.
+// Stop sends the managed server SIGTERM and waits until its process is
+// gone (SIGKILL after 30s, or sooner when ctx ends). Its state file keeps
+// the ports, without a pid, so that the next start listens where clients
+// of the old one (a running `tailor serve`) keep dialling. Stopping a
+// server that is not running is a no-op.
 func (m Managed) Stop(ctx context.Context) error {
 	dir, err := m.dir()
 	if err != nil {
@@ -140,8 +142,45 @@ func (m Managed) Stop(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := os.Remove(filepath.Join(dir, stateFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if st == nil || st.PID == 0 {
+		return nil
+	}
+	if st.TCPPort == st.HTTPPort || st.TCPPort <= 0 || st.HTTPPort <= 0 {
+		// Not ports a server could listen on: nothing worth keeping.
+		if err := os.Remove(filepath.Join(dir, stateFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("chserver: %w", err)
+		}
+		return nil
+	}
+	return writeState(dir, &state{TCPPort: st.TCPPort, HTTPPort: st.HTTPPort})
+}
+
+// Addr is the host:port of the managed server's native protocol: where it
+// runs, or where it ran last and will run again when started. It reads
+// the state file, so a server restarted on other ports is found.
+func (m Managed) Addr() (string, error) {
+	dir, err := m.dir()
+	if err != nil {
+		return "", err
+	}
+	st, err := readState(dir)
+	if err != nil {
+		return "", err
+	}
+	if st == nil || st.TCPPort <= 0 {
+		return "", errors.New("chserver: the local ClickHouse was never started")
+	}
+	return loopback(st.TCPPort), nil
+}
+
+// writeState records st in dir's state file, atomically.
+func writeState(dir string, st *state) error {
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
 		return fmt.Errorf("chserver: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, stateFile), append(data, '\n')); err != nil {
+		return fmt.Errorf("chserver: write state: %w", err)
 	}
 	return nil
 }
@@ -245,14 +284,10 @@ func (m Managed) launch(ctx context.Context, dir string, bin binary, st *state) 
 		return err
 	}
 	st.PID, st.StartedAt = p.pid, time.Now().UTC()
-	data, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return fmt.Errorf("chserver: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(dir, stateFile), append(data, '\n')); err != nil {
+	if err := writeState(dir, st); err != nil {
 		_ = signalGroup(p.pid, syscall.SIGKILL)
 		<-p.done
-		return fmt.Errorf("chserver: write state: %w", err)
+		return err
 	}
 	m.logger().Info("managed clickhouse started", "pid", p.pid, "tcp", loopback(st.TCPPort), "http", loopback(st.HTTPPort), "dir", dir, "took", time.Since(began).Round(time.Millisecond))
 	return nil

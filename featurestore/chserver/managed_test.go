@@ -3,8 +3,6 @@ package chserver
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,12 +78,22 @@ func TestManagedEnsureStatusStop(t *testing.T) {
 	if after, err := m.Status(ctx); err != nil || after.Running {
 		t.Errorf("Status after Stop = %+v, %v; want not running", after, err)
 	}
-	if _, err := os.Stat(filepath.Join(st.Dir, stateFile)); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("state.json still there after Stop: %v", err)
+	if kept := readStateFile(t, m); kept.PID != 0 || kept.TCPPort != file.TCPPort || kept.HTTPPort != file.HTTPPort {
+		t.Errorf("state.json after Stop = %+v; want no pid and the ports of %+v", kept, file)
 	}
 	if err := m.Stop(ctx); err != nil {
 		t.Errorf("Stop when not running: %v", err)
 	}
+	if addr, err := m.Addr(); err != nil || "clickhouse://"+addr+"/default" != dsn1 {
+		t.Errorf("Addr after Stop = %q, %v; want the address of %s", addr, err, dsn1)
+	}
+
+	// Started again, it listens where it did: clients keep their URL.
+	dsn3, started, err := m.Ensure(ctx)
+	if err != nil || !started || dsn3 != dsn1 {
+		t.Fatalf("Ensure after Stop = %q, started %v, %v; want %q again", dsn3, started, err, dsn1)
+	}
+	connect(t, dsn3)
 }
 
 func TestManagedRestartsAfterCrashOnSamePorts(t *testing.T) {
@@ -152,8 +160,11 @@ func TestManagedStaleState(t *testing.T) {
 	if err := m.Stop(t.Context()); err != nil {
 		t.Fatalf("Stop with stale state: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, stateFile)); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("stale state.json not removed: %v", err)
+	if st := readStateFile(t, m); st.PID != 0 {
+		t.Errorf("stale pid kept after Stop: %+v", st)
+	}
+	if !alive(1) {
+		t.Error("pid 1 was signalled")
 	}
 }
 

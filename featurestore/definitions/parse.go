@@ -28,6 +28,9 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("%s: %s: %s", e.Pos, e.Object, e.Msg)
 }
 
+// InvalidInput marks a problem in definitions as the caller's mistake.
+func (e *Error) InvalidInput() bool { return true }
+
 // Load reads every *.yaml and *.yml file under dir (recursively, in path
 // order) and returns the validated definitions, or every problem found.
 func Load(dir string) (*Repo, error) {

@@ -154,6 +154,17 @@ type RefError struct {
 
 func (e *RefError) Error() string { return fmt.Sprintf("feature reference %q: %s", e.Ref, e.Reason) }
 
+// InvalidInput marks a bad reference as the caller's mistake.
+func (e *RefError) InvalidInput() bool { return true }
+
+// UnknownServiceError names a feature service that is not defined.
+type UnknownServiceError struct{ Name string }
+
+func (e *UnknownServiceError) Error() string { return fmt.Sprintf("unknown feature service %q", e.Name) }
+
+// InvalidInput marks an unknown service as the caller's mistake.
+func (e *UnknownServiceError) InvalidInput() bool { return true }
+
 // ResolveRefs expands references ("view:feature", "view:*") into features,
 // in the given order, "view:*" in definition order, each feature once.
 func (r *Repo) ResolveRefs(refs []string) ([]FeatureRef, error) {
@@ -208,7 +219,7 @@ func (r *Repo) ResolveRefs(refs []string) ([]FeatureRef, error) {
 func (r *Repo) ResolveService(name string) ([]FeatureRef, error) {
 	s, ok := r.Service(name)
 	if !ok {
-		return nil, fmt.Errorf("unknown feature service %q", name)
+		return nil, &UnknownServiceError{Name: name}
 	}
 	return r.ResolveRefs(s.Features)
 }

@@ -2,7 +2,6 @@ package featureserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tailorhq/tailor/featurestore/materialize"
+	"github.com/tailorhq/tailor/featurestore/rpcerr"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 )
 
@@ -45,15 +45,7 @@ func (s *Server) Materialize(ctx context.Context, req *connect.Request[featurest
 	start := time.Now()
 	results, err := materialize.Run(ctx, s.store, av.Repo, s.online, opt)
 	if err != nil {
-		var uv *materialize.UnknownViewError
-		switch {
-		case errors.As(err, &uv):
-			return connect.NewError(connect.CodeInvalidArgument, err)
-		case ctx.Err() != nil:
-			return connect.NewError(ContextCode(ctx), err)
-		default:
-			return connect.NewError(connect.CodeUnavailable, err)
-		}
+		return rpcerr.Error(ctx, err)
 	}
 	if sendErr != nil {
 		return sendErr
@@ -69,14 +61,4 @@ func (s *Server) Materialize(ctx context.Context, req *connect.Request[featurest
 	}
 	s.log.Info("materialized", "views", len(results), "keys", keys, "incremental", opt.Incremental, "duration", time.Since(start))
 	return stream.Send(out)
-}
-
-// ContextCode is the code of a request whose context ended:
-// DeadlineExceeded when its deadline passed, Canceled when the client went
-// away.
-func ContextCode(ctx context.Context) connect.Code {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return connect.CodeDeadlineExceeded
-	}
-	return connect.CodeCanceled
 }

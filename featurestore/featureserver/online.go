@@ -13,6 +13,7 @@ import (
 	"github.com/tailorhq/tailor/featurestore/offline"
 	"github.com/tailorhq/tailor/featurestore/onlinestore"
 	"github.com/tailorhq/tailor/featurestore/onlinetier"
+	"github.com/tailorhq/tailor/featurestore/rpcerr"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 )
 
@@ -54,15 +55,7 @@ func (s *Server) GetOnlineFeatures(ctx context.Context, req *connect.Request[fea
 	}
 	results, err := s.online.Get(ctx, av.Repo, refs, rows)
 	if err != nil {
-		var ke *onlinestore.KeyError
-		switch {
-		case errors.As(err, &ke):
-			return nil, connect.NewError(connect.CodeInvalidArgument, err)
-		case ctx.Err() != nil:
-			return nil, connect.NewError(ContextCode(ctx), err)
-		default:
-			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("offline store: %w", err))
-		}
+		return nil, rpcerr.Error(ctx, fmt.Errorf("online features: %w", err))
 	}
 	out := &featurestorev1.GetOnlineFeaturesResponse{Rows: make([]*featurestorev1.OnlineRow, len(results))}
 	for _, r := range refs {

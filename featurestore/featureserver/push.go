@@ -12,9 +12,11 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/rpcerr"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 )
 
@@ -45,10 +47,7 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 	defer batch.rec.Release()
 	src := &oneBatch{rec: batch.rec}
 	if _, err := s.store.Ingest(ctx, av.Repo, v.Name, "push", src, offline.IngestOptions{Direct: true, Unlogged: true}); err != nil {
-		if ctx.Err() != nil {
-			return nil, connect.NewError(ContextCode(ctx), err)
-		}
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("store pushed rows: %w", err))
+		return nil, rpcerr.Error(ctx, fmt.Errorf("store pushed rows: %w", err))
 	}
 	for _, r := range batch.rows {
 		if err := s.online.Observe(v, r.keys, r.event, r.created, r.values); err != nil {
@@ -146,6 +145,9 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 		if r.GetEventTimestamp() == nil {
 			return nil, fmt.Errorf("row %d: event_timestamp is required", i)
 		}
+		if err := checkTimestamp(r.GetEventTimestamp()); err != nil {
+			return nil, fmt.Errorf("row %d: event_timestamp: %w", i, err)
+		}
 		if ahead := r.GetEventTimestamp().AsTime().Sub(now); ahead > MaxClockSkew {
 			// Such a row is not the latest "now" by the point-in-time rule:
 			// no read would see it until its time comes.
@@ -157,6 +159,9 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 		col++
 		pr.created = nowCreated
 		if r.GetCreatedTimestamp() != nil {
+			if err := checkTimestamp(r.GetCreatedTimestamp()); err != nil {
+				return nil, fmt.Errorf("row %d: created_timestamp: %w", i, err)
+			}
 			pr.created = r.GetCreatedTimestamp().AsTime().Unix()
 		}
 		if created != "" {
@@ -176,6 +181,15 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 	}
 	out.rec = b.NewRecordBatch()
 	return out, nil
+}
+
+// checkTimestamp refuses a timestamp that is malformed or outside the
+// instants ClickHouse stores.
+func checkTimestamp(ts *timestamppb.Timestamp) error {
+	if err := ts.CheckValid(); err != nil {
+		return err
+	}
+	return offline.CheckInstant(ts.AsTime())
 }
 
 func errOrMissing(err error) error {
@@ -226,7 +240,7 @@ func goValue(v *featurestorev1.Value, t definitions.ValueType) (any, error) {
 	case *featurestorev1.Value_Float64Value:
 		switch t {
 		case definitions.Float32:
-			return float32(k.Float64Value), nil
+			return offline.ToFloat32(k.Float64Value)
 		case definitions.Float64:
 			return k.Float64Value, nil
 		}
@@ -240,6 +254,9 @@ func goValue(v *featurestorev1.Value, t definitions.ValueType) (any, error) {
 		}
 	case *featurestorev1.Value_TimestampValue:
 		if t == definitions.Timestamp {
+			if err := checkTimestamp(k.TimestampValue); err != nil {
+				return nil, err
+			}
 			return k.TimestampValue.AsTime().UTC().Truncate(time.Second), nil
 		}
 	case *featurestorev1.Value_Float32ListValue:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/rpcerr"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 )
 
@@ -39,6 +40,9 @@ func (s *Server) pushEvents(ctx context.Context, repo *definitions.Repo, v *defi
 		if ts == nil {
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("row %d: no event_timestamp", i))
 		}
+		if err := checkTimestamp(ts); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("row %d: event_timestamp: %w", i, err))
+		}
 		at := ts.AsTime()
 		if at.After(now.Add(MaxClockSkew)) {
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("row %d: event_timestamp %s is ahead of the server clock by more than %s", i, at.Format(time.RFC3339), MaxClockSkew))
@@ -59,13 +63,7 @@ func (s *Server) pushEvents(ctx context.Context, repo *definitions.Repo, v *defi
 		events[i] = ev
 	}
 	if err := s.store.InsertEvents(ctx, repo, v, events); err != nil {
-		switch {
-		case ctx.Err() != nil:
-			return nil, connect.NewError(ContextCode(ctx), err)
-		case errors.Is(err, offline.ErrUnavailable):
-			return nil, connect.NewError(connect.CodeUnavailable, err)
-		}
-		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		return nil, rpcerr.Error(ctx, err)
 	}
 	// The events are stored: recompute the keys' aggregates for the tier.
 	// A failure here only delays freshness (the follower retries), so the
@@ -100,6 +98,9 @@ func eventValue(v *featurestorev1.Value) (any, error) {
 	case *featurestorev1.Value_BoolValue:
 		return k.BoolValue, nil
 	case *featurestorev1.Value_TimestampValue:
+		if err := checkTimestamp(k.TimestampValue); err != nil {
+			return nil, err
+		}
 		return k.TimestampValue.AsTime(), nil
 	}
 	return nil, errors.New("lists cannot go into an event column")

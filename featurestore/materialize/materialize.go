@@ -77,6 +77,9 @@ func (e *UnknownViewError) Error() string {
 	return fmt.Sprintf("unknown feature view(s): %s", strings.Join(e.Views, ", "))
 }
 
+// InvalidInput marks an unknown view as the caller's mistake.
+func (e *UnknownViewError) InvalidInput() bool { return true }
+
 // overlap is how far before a run's start its watermark is set. Insertion
 // times have one-second resolution and a row is stamped before its insert
 // commits, so the next run revisits this margin; loading a row twice is

@@ -206,5 +206,6 @@ func IsConnectionError(err error) bool {
 // or had no connection to spare: a fault of the server side, worth a
 // retry later, never the caller's mistake.
 func IsUnavailable(err error) bool {
-	return errors.Is(err, ErrUnavailable) || errors.Is(err, clickhouse.ErrAcquireConnTimeout) || IsConnectionError(err)
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, clickhouse.ErrAcquireConnTimeout) ||
+		errors.Is(err, clickhouse.ErrConnectionClosed) || IsConnectionError(err)
 }

@@ -2,6 +2,7 @@ package offline
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -19,6 +20,26 @@ var (
 	minDateTime = time.Unix(0, 0).UTC()
 	maxDateTime = time.Unix(math.MaxUint32, 0).UTC()
 )
+
+// CheckInstant refuses an instant ClickHouse cannot store (DateTime holds
+// 1970-01-01 00:00:00 to 2106-02-07 06:28:15 UTC), which it would wrap
+// around or clamp instead of refusing.
+func CheckInstant(t time.Time) error {
+	if t.Before(minDateTime) || t.After(maxDateTime) {
+		return fmt.Errorf("%s is outside the instants ClickHouse stores (%s to %s)", t.UTC().Format(time.RFC3339), minDateTime.Format(time.RFC3339), maxDateTime.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// ToFloat32 narrows f to float32, refusing a finite number beyond
+// float32's range, which would otherwise become an infinity.
+func ToFloat32(f float64) (float32, error) {
+	g := float32(f)
+	if math.IsInf(float64(g), 0) && !math.IsInf(f, 0) {
+		return 0, fmt.Errorf("%g is out of range for float32 (largest %g)", f, math.MaxFloat32)
+	}
+	return g, nil
+}
 
 // valueError is a cell that cannot become the target type.
 type valueError struct {
@@ -95,23 +116,31 @@ func float64At(arr arrow.Array, i int, bits int) (float64, error) {
 	case *array.Float32:
 		return float64(a.Value(i)), nil
 	case *array.String:
-		v, err := strconv.ParseFloat(a.Value(i), bits)
-		if err != nil {
-			return 0, badCell(arr, i, "not a number")
-		}
-		return v, nil
+		return parseFloat(arr, i, a.Value(i), bits)
 	case *array.LargeString:
-		v, err := strconv.ParseFloat(a.Value(i), bits)
-		if err != nil {
-			return 0, badCell(arr, i, "not a number")
-		}
-		return v, nil
+		return parseFloat(arr, i, a.Value(i), bits)
 	}
 	v, err := int64At(arr, i)
 	if err != nil {
 		return 0, badCell(arr, i, "a %s column cannot hold numbers", arr.DataType())
 	}
 	return float64(v), nil
+}
+
+// parseFloat reads text as a number of the given bits, naming a number
+// too large for them as such.
+func parseFloat(arr arrow.Array, i int, text string, bits int) (float64, error) {
+	v, err := strconv.ParseFloat(text, bits)
+	if errors.Is(err, strconv.ErrRange) && !math.IsInf(v, 0) {
+		return v, nil // underflow to zero or a denormal: the nearest value
+	}
+	if errors.Is(err, strconv.ErrRange) {
+		return 0, badCell(arr, i, "out of range for float%d", bits)
+	}
+	if err != nil {
+		return 0, badCell(arr, i, "not a number")
+	}
+	return v, nil
 }
 
 func stringAt(arr arrow.Array, i int) (string, error) {
@@ -214,10 +243,7 @@ func listAt[T any](arr arrow.Array, i int, elem func(arrow.Array, int) (T, error
 	return out, nil
 }
 
-func float32Elem(a arrow.Array, i int) (float32, error) {
-	f, err := float64At(a, i, 32)
-	return float32(f), err
-}
+func float32Elem(a arrow.Array, i int) (float32, error) { return float32Conv(a, i) }
 
 func float64Elem(a arrow.Array, i int) (float64, error) { return float64At(a, i, 64) }
 
@@ -353,7 +379,14 @@ func int32Conv(arr arrow.Array, i int) (int32, error) {
 
 func float32Conv(arr arrow.Array, i int) (float32, error) {
 	f, err := float64At(arr, i, 32)
-	return float32(f), err
+	if err != nil {
+		return 0, err
+	}
+	g, err := ToFloat32(f)
+	if err != nil {
+		return 0, badCell(arr, i, "out of range for float32")
+	}
+	return g, nil
 }
 
 func boolConv(arr arrow.Array, i int) (uint8, error) {

@@ -322,7 +322,7 @@ func (s *Store) UploadEntities(ctx context.Context, name string, src RecordSourc
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
+			return nil, &SourceError{Name: name, Err: err}
 		}
 		n := int(rec.NumRows())
 		tsCol := rec.Column(tsIndex)
@@ -525,6 +525,10 @@ type QueryError struct {
 
 func (e *QueryError) Error() string { return fmt.Sprintf("entity query failed: %v", e.Err) }
 func (e *QueryError) Unwrap() error { return e.Err }
+
+// InvalidInput marks a query ClickHouse refused as the caller's mistake,
+// unless ClickHouse could not be reached to run it.
+func (e *QueryError) InvalidInput() bool { return !IsUnavailable(e.Err) }
 
 // TimeRange is the earliest and latest request timestamp of the entity
 // rows (zero times for an empty set).

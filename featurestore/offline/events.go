@@ -22,7 +22,7 @@ type Event map[string]any
 // column.
 func (s *Store) InsertEvents(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, events []Event) error {
 	if !v.Windowed() {
-		return fmt.Errorf("feature view %q is not windowed: push its features instead", v.Name)
+		return &EventError{Event: -1, Msg: fmt.Sprintf("feature view %q is not windowed: push its features instead", v.Name)}
 	}
 	if len(events) == 0 {
 		return nil
@@ -50,27 +50,27 @@ func (s *Store) InsertEvents(ctx context.Context, repo *definitions.Repo, v *def
 	}
 	for _, r := range required {
 		if _, ok := events[0][r]; !ok {
-			return fmt.Errorf("event 0: no value for %q (the view's join keys and timestamp are required)", r)
+			return &EventError{Event: 0, Column: r, Msg: "no value (the view's join keys and timestamp are required)"}
 		}
 	}
 	for _, name := range names {
 		if _, ok := types[name]; !ok || name == InsertedAtColumn {
-			return fmt.Errorf("event 0: %s has no column %q", table.Plain(), name)
+			return &EventError{Event: 0, Column: name, Msg: fmt.Sprintf("%s has no such column", table.Plain())}
 		}
 	}
 	columns := make([][]any, len(names))
 	for i, ev := range events {
 		if len(ev) != len(names) {
-			return fmt.Errorf("event %d gives %d columns, event 0 gives %d (%s): every event gives the same columns", i, len(ev), len(names), strings.Join(names, ", "))
+			return &EventError{Event: i, Msg: fmt.Sprintf("it gives %d columns, event 0 gives %d (%s): every event gives the same columns", len(ev), len(names), strings.Join(names, ", "))}
 		}
 		for j, name := range names {
 			val, ok := ev[name]
 			if !ok {
-				return fmt.Errorf("event %d: no value for %q, which event 0 gives", i, name)
+				return &EventError{Event: i, Column: name, Msg: "no value, though event 0 gives one"}
 			}
 			cv, err := columnValue(types[name], val)
 			if err != nil {
-				return fmt.Errorf("event %d: column %q: %w", i, name, err)
+				return &EventError{Event: i, Column: name, Msg: err.Error()}
 			}
 			columns[j] = append(columns[j], cv)
 		}
@@ -94,10 +94,31 @@ func (s *Store) InsertEvents(ctx context.Context, repo *definitions.Repo, v *def
 		}
 	}
 	if err := batch.Send(); err != nil {
-		return fmt.Errorf("%w: insert events into %s: %w", ErrUnavailable, table.Plain(), err)
+		return fmt.Errorf("insert events into %s: %w", table.Plain(), err)
 	}
 	return nil
 }
+
+// EventError is an event that does not fit a windowed view's event table:
+// it names the event (its index in the push) and the column.
+type EventError struct {
+	Event  int // -1: not about one event
+	Column string
+	Msg    string
+}
+
+func (e *EventError) Error() string {
+	switch {
+	case e.Event < 0:
+		return e.Msg
+	case e.Column == "":
+		return fmt.Sprintf("event %d: %s", e.Event, e.Msg)
+	}
+	return fmt.Sprintf("event %d: column %q: %s", e.Event, e.Column, e.Msg)
+}
+
+// InvalidInput marks a bad event as the caller's mistake.
+func (e *EventError) InvalidInput() bool { return true }
 
 // columnValue converts v to the Go type the driver takes for a column of
 // ClickHouse type chType.
@@ -119,6 +140,9 @@ func columnValue(chType string, v any) (any, error) {
 		return bad()
 	case t == "DateTime" || strings.HasPrefix(t, "DateTime(") || t == "Date":
 		if ts, ok := v.(time.Time); ok {
+			if err := CheckInstant(ts); err != nil {
+				return nil, err
+			}
 			return ts.UTC(), nil
 		}
 		return bad()
@@ -133,7 +157,7 @@ func columnValue(chType string, v any) (any, error) {
 			return bad()
 		}
 		if t == "Float32" {
-			return float32(f), nil
+			return ToFloat32(f)
 		}
 		return f, nil
 	}

@@ -67,6 +67,9 @@ func (e *CellError) Error() string {
 	return fmt.Sprintf("%s: row %d, column %q: value %q: %s", e.File, e.Row, e.Column, e.Value, e.Msg)
 }
 
+// InvalidInput marks a bad cell as the caller's mistake.
+func (e *CellError) InvalidInput() bool { return true }
+
 // target is one column of the view's table that ingestion fills.
 type target struct {
 	name string
@@ -187,7 +190,7 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 			break
 		}
 		if err != nil {
-			return IngestResult{}, err // readers name their file and line
+			return IngestResult{}, &SourceError{Name: name, Err: err}
 		}
 		n := int(rec.NumRows())
 		for i := 0; i < n; i++ {
@@ -352,12 +355,38 @@ type SchemaError struct {
 
 func (e *SchemaError) Error() string { return e.File + ": " + strings.Join(e.Problems, "; ") }
 
+// InvalidInput marks a file that does not fit as the caller's mistake.
+func (e *SchemaError) InvalidInput() bool { return true }
+
+// SourceError is an input file or stream that cannot be read (a CSV line
+// that does not parse, a corrupt Parquet file): it names the source.
+type SourceError struct {
+	Name string
+	Err  error
+}
+
+func (e *SourceError) Error() string {
+	// Readers name their file and line already.
+	if strings.Contains(e.Err.Error(), e.Name) {
+		return e.Err.Error()
+	}
+	return e.Name + ": " + e.Err.Error()
+}
+
+func (e *SourceError) Unwrap() error { return e.Err }
+
+// InvalidInput marks an unreadable input as the caller's mistake.
+func (e *SourceError) InvalidInput() bool { return true }
+
 // UnknownViewError is a reference to a feature view that is not applied.
 type UnknownViewError struct{ View string }
 
 func (e *UnknownViewError) Error() string {
 	return fmt.Sprintf("unknown feature view %q (see `tailor views list`)", e.View)
 }
+
+// InvalidInput marks an unknown view as the caller's mistake.
+func (e *UnknownViewError) InvalidInput() bool { return true }
 
 func randomHex(n int) string {
 	b := make([]byte, n)

@@ -70,6 +70,9 @@ func (e *NameCollisionError) Error() string {
 	return fmt.Sprintf("output column %q would hold both %s and %s: pass --full-names to name features view__feature", e.Name, e.First, e.Second)
 }
 
+// InvalidInput marks colliding output names as the caller's mistake.
+func (e *NameCollisionError) InvalidInput() bool { return true }
+
 // Retrieval streams the result of a point-in-time join as Arrow record
 // batches: one row per entity row, in input order, the entity columns
 // followed by the requested features.

@@ -67,6 +67,9 @@ type KeyError struct {
 
 func (e *KeyError) Error() string { return fmt.Sprintf("entity row %d: %s", e.Row, e.Msg) }
 
+// InvalidInput marks a bad entity row as the caller's mistake.
+func (e *KeyError) InvalidInput() bool { return true }
+
 // Options tunes a Store.
 type Options struct {
 	// MissTTL is how long a key known to have no row is remembered

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
+	"github.com/tailorhq/tailor/featurestore/rpcerr"
 	registryv1 "github.com/tailorhq/tailor/proto/gen/tailor/registry/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/registry/v1/registryv1connect"
 	"github.com/tailorhq/tailor/registry"
@@ -151,22 +152,8 @@ func (s *Server) ArchiveVersion(ctx context.Context, req *connect.Request[regist
 	return connect.NewResponse(&registryv1.ArchiveVersionResponse{}), nil
 }
 
-// code maps registry errors to Connect codes.
-func code(ctx context.Context, err error) error {
-	var inv *registry.InvalidError
-	var nf *registry.NotFoundError
-	switch {
-	case errors.As(err, &inv):
-		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.As(err, &nf):
-		return connect.NewError(connect.CodeNotFound, err)
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return connect.NewError(connect.CodeDeadlineExceeded, err)
-	case errors.Is(ctx.Err(), context.Canceled):
-		return connect.NewError(connect.CodeCanceled, err)
-	}
-	return connect.NewError(connect.CodeUnavailable, err)
-}
+// code maps registry errors to Connect codes (see featurestore/rpcerr).
+func code(ctx context.Context, err error) error { return rpcerr.Error(ctx, err) }
 
 // VersionProto converts a version to its protobuf form.
 func VersionProto(v *registry.Version) *registryv1.ModelVersion {

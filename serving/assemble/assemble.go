@@ -8,7 +8,9 @@ package assemble
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
@@ -128,12 +130,18 @@ func DeriveContext(ctx map[string]any, at time.Time) (map[string]any, error) {
 		out[k] = v
 	}
 	loc := time.UTC
-	if tz, ok := ctx["timezone"].(string); ok && tz != "" {
-		l, err := time.LoadLocation(tz)
-		if err != nil {
-			return nil, fmt.Errorf("context timezone %q: %w", tz, err)
+	if v, ok := ctx[ContextTimezone]; ok && v != nil {
+		tz, isText := v.(string)
+		if !isText {
+			return nil, fmt.Errorf("context timezone: %v is not an IANA time zone name such as Europe/Paris", v)
 		}
-		loc = l
+		if tz != "" {
+			l, err := time.LoadLocation(tz)
+			if err != nil {
+				return nil, fmt.Errorf("context timezone %q: %w", tz, err)
+			}
+			loc = l
+		}
 	}
 	local := at.In(loc)
 	out[registry.ContextHourOfDay] = int64(local.Hour())
@@ -331,4 +339,96 @@ func appendArray(dst []float64, v any, size int, def float64) []float64 {
 		dst = append(dst, def)
 	}
 	return dst
+}
+
+// Reads lists the context fields and the request values the plan reads,
+// each once, in first-use order.
+func (p *Plan) Reads() (context, request []string) {
+	seen := map[string]bool{}
+	for _, in := range p.inputs {
+		for _, e := range in.elems {
+			key := fmt.Sprint(e.kind, e.name)
+			if e.kind == fromFeature || seen[key] {
+				continue
+			}
+			seen[key] = true
+			if e.kind == fromContext {
+				context = append(context, e.name)
+			} else {
+				request = append(request, e.name)
+			}
+		}
+	}
+	return context, request
+}
+
+// ContextTimezone is the context field naming the IANA time zone the
+// derived fields are computed in.
+const ContextTimezone = "timezone"
+
+// NameError is a request value or context field that no input of the
+// models asked reads (a misspelling would otherwise fall back to the
+// default silently), or a derived context field the caller tried to set.
+type NameError struct {
+	// Kind is "request value" or "context field".
+	Kind, Name string
+	// Expected lists the names that are read.
+	Expected []string
+	// Derived is set for hour_of_day and day_of_week, which the server
+	// derives from the request time.
+	Derived bool
+}
+
+func (e *NameError) Error() string {
+	if e.Derived {
+		return fmt.Sprintf("context field %q is derived from the request time (and the %q context field): set request_time instead", e.Name, ContextTimezone)
+	}
+	exp := "none"
+	if len(e.Expected) > 0 {
+		exp = strings.Join(e.Expected, ", ")
+	}
+	return fmt.Sprintf("%s %q is not read by the model (expected: %s)", e.Kind, e.Name, exp)
+}
+
+// InvalidInput classifies the error as the caller's mistake.
+func (e *NameError) InvalidInput() bool { return true }
+
+// CheckNames refuses context fields and request values that none of
+// plans reads; "timezone" is always accepted, and the derived fields
+// never are.
+func CheckNames(context []string, request []string, plans ...*Plan) error {
+	ctxKnown, reqKnown := map[string]bool{ContextTimezone: true}, map[string]bool{}
+	var ctxList, reqList []string
+	for _, p := range plans {
+		c, r := p.Reads()
+		for _, n := range c {
+			if !ctxKnown[n] && n != registry.ContextHourOfDay && n != registry.ContextDayOfWeek {
+				ctxKnown[n] = true
+				ctxList = append(ctxList, n)
+			}
+		}
+		for _, n := range r {
+			if !reqKnown[n] {
+				reqKnown[n] = true
+				reqList = append(reqList, n)
+			}
+		}
+	}
+	ctxList = append(ctxList, ContextTimezone)
+	slices.Sort(context)
+	slices.Sort(request)
+	for _, n := range context {
+		if n == registry.ContextHourOfDay || n == registry.ContextDayOfWeek {
+			return &NameError{Kind: "context field", Name: n, Derived: true}
+		}
+		if !ctxKnown[n] {
+			return &NameError{Kind: "context field", Name: n, Expected: ctxList}
+		}
+	}
+	for _, n := range request {
+		if !reqKnown[n] {
+			return &NameError{Kind: "request value", Name: n, Expected: reqList}
+		}
+	}
+	return nil
 }

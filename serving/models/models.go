@@ -287,6 +287,10 @@ type LoadError struct {
 func (e *LoadError) Error() string { return fmt.Sprintf("load model %s: %v", e.Ref, e.Err) }
 func (e *LoadError) Unwrap() error { return e.Err }
 
+// FailedPrecondition classifies the error: the version exists but cannot
+// be served (see featurestore/rpcerr).
+func (e *LoadError) FailedPrecondition() bool { return true }
+
 // Watch re-resolves moving references every Refresh until ctx is done.
 func (m *Manager) Watch(ctx context.Context) {
 	t := time.NewTicker(m.opt.Refresh)
@@ -302,18 +306,23 @@ func (m *Manager) Watch(ctx context.Context) {
 }
 
 // Refresh re-resolves every moving reference once and swaps those that
-// now name another version, after loading and warming it.
+// now name another version, after loading and warming it. A reference to
+// a version by number stops being served once that version is archived
+// (or gone): the next request resolves it again and hears why.
 func (m *Manager) Refresh(ctx context.Context) {
 	m.mu.Lock()
 	var refs []string
-	for ref, b := range m.refs {
-		if !b.fixed {
-			refs = append(refs, ref)
-		}
+	for ref := range m.refs {
+		refs = append(refs, ref)
 	}
 	m.mu.Unlock()
 	for _, ref := range refs {
 		v, err := m.reg.Resolve(ctx, ref)
+		var archived *registry.ArchivedError
+		if errors.As(err, &archived) || IsNotFound(err) {
+			m.unbind(ref)
+			continue
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				m.opt.Logger.Warn("re-resolve model reference", "reference", ref, "err", err)
@@ -322,6 +331,10 @@ func (m *Manager) Refresh(ctx context.Context) {
 		}
 		m.mu.Lock()
 		b := m.refs[ref]
+		if b == nil || b.fixed {
+			m.mu.Unlock()
+			continue
+		}
 		cur := b.model.Version
 		key := fmt.Sprintf("%s:%d", v.Name, v.Version)
 		skip := cur.Version == v.Version && cur.Name == v.Name || b.failing == key
@@ -344,6 +357,18 @@ func (m *Manager) Refresh(ctx context.Context) {
 		m.swaps.WithLabelValues(ref).Inc()
 		m.opt.Logger.Info("model reference moved", "reference", ref, "from", old.Version.Version, "to", next.Version.Version)
 		m.retire(old)
+	}
+}
+
+// unbind stops serving ref, which names nothing servable any more.
+func (m *Manager) unbind(ref string) {
+	m.mu.Lock()
+	b := m.refs[ref]
+	delete(m.refs, ref)
+	m.mu.Unlock()
+	if b != nil {
+		m.opt.Logger.Info("model reference no longer served", "reference", ref, "version", b.model.Version.Version)
+		m.retire(b.model)
 	}
 }
 

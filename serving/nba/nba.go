@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
@@ -92,6 +94,10 @@ type RequestError struct{ Err error }
 func (e *RequestError) Error() string { return e.Err.Error() }
 func (e *RequestError) Unwrap() error { return e.Err }
 
+// InvalidInput marks a request the service cannot answer as the caller's
+// mistake.
+func (e *RequestError) InvalidInput() bool { return true }
+
 // Service answers next-best-action requests.
 type Service struct {
 	cfg      *Config
@@ -124,7 +130,10 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 		at = s.now()
 	}
 	k := req.K
-	if k <= 0 {
+	switch {
+	case k < 0:
+		return nil, &RequestError{fmt.Errorf("k = %d: ask for at least one product (0: the default, 5)", k)}
+	case k == 0:
 		k = 5
 	}
 	derived, err := assemble.DeriveContext(req.Context, at)
@@ -152,6 +161,21 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 			}
 		}
 	}()
+	// Context fields and request values no model reads are refused (a
+	// misspelt name would otherwise be defaulted silently); when a model
+	// could not be loaded, what it reads is unknown, and its part of the
+	// answer is a fallback anyway.
+	var plans []*assemble.Plan
+	for _, t := range tasks {
+		if t.model != nil {
+			plans = append(plans, t.model.Plan)
+		}
+	}
+	if len(plans) == len(tasks) {
+		if err := assemble.CheckNames(slices.Collect(maps.Keys(req.Context)), slices.Collect(maps.Keys(req.Values)), plans...); err != nil {
+			return nil, &RequestError{err}
+		}
+	}
 
 	// One fetch for every feature any part reads.
 	var refs []definitions.FeatureRef
@@ -343,8 +367,30 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 	}
 	if len(ans.Channels) > 0 {
 		ans.Channel = ans.Channels[0].Label
+		return ans, nil
 	}
+	// Nothing else can answer: the fallback channel, flagged, with why.
+	ans.Channel = s.cfg.Fallback.Channel
+	ans.Fallback = true
+	ans.Reasons = append(ans.Reasons, "channel: "+noChannel(req.Allowed, labels["channel"], s.cfg.Fallback.Channel, !known))
 	return ans, nil
+}
+
+// noChannel says why no channel could be chosen, so the fallback channel
+// is answered.
+func noChannel(allowed, ranked []string, fallback string, unknown bool) string {
+	var why string
+	switch {
+	case unknown:
+		why = "the customer is unknown, so no consent is known"
+	case len(allowed) > 0 && len(ranked) > 0 && !slices.ContainsFunc(ranked, func(ch string) bool { return slices.Contains(allowed, ch) }):
+		why = fmt.Sprintf("none of the allowed channels (%s) is one the channel model ranks (%s)", strings.Join(allowed, ", "), strings.Join(ranked, ", "))
+	case len(ranked) > 0:
+		why = fmt.Sprintf("none of the channels the model ranks (%s) is both allowed and consented to", strings.Join(ranked, ", "))
+	default:
+		why = "the fallback channel is not allowed or not consented to"
+	}
+	return why + "; answering the fallback channel " + fallback + " (check consent before using it)"
 }
 
 // probabilities reads the first declared output's values and labels for

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"sort"
@@ -25,6 +26,7 @@ import (
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	"github.com/tailorhq/tailor/featurestore/featureserver"
 	"github.com/tailorhq/tailor/featurestore/onlinestore"
+	"github.com/tailorhq/tailor/featurestore/rpcerr"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 	servingv1 "github.com/tailorhq/tailor/proto/gen/tailor/serving/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/serving/v1/servingv1connect"
@@ -107,13 +109,16 @@ func (s *Server) NextBestAction(ctx context.Context, req *connect.Request[servin
 	if len(m.GetEntities()) == 0 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("name the customer: entities, e.g. customer_id"))
 	}
+	if k := m.GetK(); k < 0 || k > MaxK {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("k = %d: ask for 1 to %d products (0: the default, 5)", k, MaxK))
+	}
 	given := make(map[string]any, len(m.GetContext()))
 	for k, v := range m.GetContext() {
 		given[k] = goValue(v)
 	}
-	at := s.now()
-	if m.GetRequestTime() != nil {
-		at = m.GetRequestTime().AsTime()
+	at, err := requestTime(m.GetRequestTime(), s.now)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	start := time.Now()
 	ans, err := s.nba.Answer(ctx, nba.Request{
@@ -121,14 +126,7 @@ func (s *Server) NextBestAction(ctx context.Context, req *connect.Request[servin
 		K: int(m.GetK()), Exclude: m.GetExclude(), Allowed: m.GetAllowedChannels(), At: at,
 	})
 	if err != nil {
-		var re *nba.RequestError
-		switch {
-		case errors.As(err, &re):
-			return nil, connect.NewError(connect.CodeInvalidArgument, err)
-		case ctx.Err() != nil:
-			return nil, connect.NewError(featureserver.ContextCode(ctx), err)
-		}
-		return nil, connect.NewError(connect.CodeInternal, err)
+		return nil, s.fail(ctx, "next best action", err)
 	}
 	out := &servingv1.NextBestActionResponse{
 		SendAt: timestamppb.New(ans.SendAt), Channel: ans.Channel, Fallback: ans.Fallback, FallbackReasons: ans.Reasons,
@@ -176,14 +174,19 @@ func (s *Server) Predict(ctx context.Context, req *connect.Request[servingv1.Pre
 	if n > MaxInstances {
 		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d instances in one request; the limit is %d", n, MaxInstances))
 	}
+	at, err := requestTime(msg.GetRequestTime(), s.now)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
 	model, release, err := s.models.Get(ctx, msg.GetModel())
 	if err != nil {
 		return nil, modelError(ctx, msg.GetModel(), err)
 	}
 	defer release()
-	at := s.now()
-	if msg.GetRequestTime() != nil {
-		at = msg.GetRequestTime().AsTime()
+	for i, inst := range msg.GetInstances() {
+		if err := assemble.CheckNames(slices.Collect(maps.Keys(inst.GetContext())), slices.Collect(maps.Keys(inst.GetValues())), model.Plan); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("instance %d: model %s:%d: %w", i, model.Version.Name, model.Version.Version, err))
+		}
 	}
 	rows, err := s.rows(ctx, model, msg.GetInstances(), at)
 	if err != nil {
@@ -193,10 +196,7 @@ func (s *Server) Predict(ctx context.Context, req *connect.Request[servingv1.Pre
 	inputs := model.Plan.Fill(rows)
 	outs, err := model.Run(ctx, models.ToRuntime(inputs))
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, connect.NewError(featureserver.ContextCode(ctx), err)
-		}
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("model %s:%d: %w", model.Version.Name, model.Version.Version, err))
+		return nil, s.fail(ctx, "predict", fmt.Errorf("model %s:%d: %w", model.Version.Name, model.Version.Version, err))
 	}
 	resp := &servingv1.PredictResponse{Model: &servingv1.ModelRef{Name: model.Version.Name, Version: model.Version.Version}}
 	if _, alias, ok := strings.Cut(msg.GetModel(), "@"); ok {
@@ -226,13 +226,10 @@ func (s *Server) rows(ctx context.Context, model *models.Model, instances []*ser
 		results, err = s.features.Get(ctx, s.defs(), refs, entityRows(instances))
 		if err != nil {
 			var ke *onlinestore.KeyError
-			switch {
-			case errors.As(err, &ke):
+			if errors.As(err, &ke) {
 				return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("instance %d: %s", ke.Row, strings.TrimPrefix(ke.Error(), fmt.Sprintf("entity row %d: ", ke.Row))))
-			case ctx.Err() != nil:
-				return nil, connect.NewError(featureserver.ContextCode(ctx), err)
 			}
-			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("online features: %w", err))
+			return nil, s.fail(ctx, "predict", fmt.Errorf("online features: %w", err))
 		}
 	}
 	var bare map[string]any
@@ -401,19 +398,49 @@ func goValue(v *featurestorev1.Value) any {
 	return nil
 }
 
-// modelError maps a failure to get a model to its code.
+// modelError maps a failure to get a model to its code: NotFound for a
+// reference that names nothing, FailedPrecondition for an archived
+// version or one that does not load, InvalidArgument for a malformed
+// reference, and the registry's own failures by their class.
 func modelError(ctx context.Context, ref string, err error) error {
-	var inv *registry.InvalidError
-	var le *models.LoadError
-	switch {
-	case models.IsNotFound(err):
+	if models.IsNotFound(err) {
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("model %s: %w", ref, err))
-	case errors.As(err, &inv):
-		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.As(err, &le):
-		return connect.NewError(connect.CodeFailedPrecondition, err)
-	case ctx.Err() != nil:
-		return connect.NewError(featureserver.ContextCode(ctx), err)
 	}
-	return connect.NewError(connect.CodeUnavailable, fmt.Errorf("model %s: %w", ref, err))
+	return rpcerr.Error(ctx, fmt.Errorf("model %s: %w", ref, err))
+}
+
+// fail maps a failure of a request to its code, logging the server's own
+// faults (Internal) with their full text.
+func (s *Server) fail(ctx context.Context, what string, err error) error {
+	ce := rpcerr.Error(ctx, err)
+	if ce.Code() == connect.CodeInternal {
+		s.log.Error(what+" failed", "err", err)
+	}
+	return ce
+}
+
+// MaxK bounds the products one NextBestAction may ask for.
+const MaxK = 1000
+
+// earliestTime and latestTime bound the request times accepted: the range
+// ClickHouse stores instants in, where every feature lives.
+var (
+	earliestTime = time.Unix(0, 0).UTC()
+	latestTime   = time.Unix(1<<32-1, 0).UTC()
+)
+
+// requestTime reads a request's time (now when unset), refusing instants
+// no feature can be stored at.
+func requestTime(ts *timestamppb.Timestamp, now func() time.Time) (time.Time, error) {
+	if ts == nil {
+		return now(), nil
+	}
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, fmt.Errorf("request_time: %w", err)
+	}
+	at := ts.AsTime()
+	if at.Before(earliestTime) || at.After(latestTime) {
+		return time.Time{}, fmt.Errorf("request_time %s is outside %s .. %s, the instants features are stored at", at.Format(time.RFC3339), earliestTime.Format(time.RFC3339), latestTime.Format(time.RFC3339))
+	}
+	return at, nil
 }

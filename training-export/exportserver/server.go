@@ -18,8 +18,8 @@ import (
 
 	"connectrpc.com/connect"
 
-	"github.com/tailorhq/tailor/featurestore/featureserver"
 	"github.com/tailorhq/tailor/featurestore/offline"
+	"github.com/tailorhq/tailor/featurestore/rpcerr"
 	exportv1 "github.com/tailorhq/tailor/proto/gen/tailor/export/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/export/v1/exportv1connect"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
@@ -115,13 +115,10 @@ func (s *Server) ExportTrainingSet(ctx context.Context, req *connect.Request[exp
 	c := &chunker{stream: stream}
 	res, err := trainingexport.ExportStream(ctx, s.store, av.Repo, r, c)
 	if err != nil {
-		if ctx.Err() != nil {
-			return connect.NewError(featureserver.ContextCode(ctx), err)
+		if code := rpcerr.Code(ctx, err); code == connect.CodeInternal {
+			s.log.Error("export failed", "err", err)
 		}
-		if errors.Is(err, offline.ErrUnavailable) {
-			return connect.NewError(connect.CodeUnavailable, err)
-		}
-		return connect.NewError(connect.CodeInvalidArgument, err)
+		return rpcerr.Error(ctx, err)
 	}
 	if err := c.flush(len(c.buf)); err != nil {
 		return err
