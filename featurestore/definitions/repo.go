@@ -160,7 +160,9 @@ func (e *RefError) InvalidInput() bool { return true }
 // UnknownServiceError names a feature service that is not defined.
 type UnknownServiceError struct{ Name string }
 
-func (e *UnknownServiceError) Error() string { return fmt.Sprintf("unknown feature service %q", e.Name) }
+func (e *UnknownServiceError) Error() string {
+	return fmt.Sprintf("unknown feature service %q", e.Name)
+}
 
 // InvalidInput marks an unknown service as the caller's mistake.
 func (e *UnknownServiceError) InvalidInput() bool { return true }
