@@ -232,7 +232,8 @@ func (e *element) append(dst []float64, r *Row, ex *explainer) []float64 {
 		ok = ok && v != nil
 	case fromRequest:
 		// Request values are numbers: no boxing on the hot path.
-		f, ok := r.Request[e.name]
+		var f float64
+		f, ok = r.Request[e.name]
 		if e.oneHot || e.index {
 			v = f
 			break

@@ -265,6 +265,32 @@ func TestExplain(t *testing.T) {
 				},
 			},
 		},
+		{
+			// A request value is encoded by its vocabulary like any other
+			// (numbers as their decimal text).
+			name:     "request values with an encoding",
+			elements: `[{request: rating, encoding: one_hot, vocabulary: ["1", "2", "3"], missing_indicator: true}, {request: tier, encoding: index, vocabulary: ["0", "10"], default: -1}]`,
+			rows: []explainRow{
+				{request: map[string]float64{"rating": 2, "tier": 10}},
+				{request: map[string]float64{"rating": 2.5}},
+			},
+			want: [][]pos{
+				{
+					{"request:rating", "one_hot[1]", 2.0, assemble.StatusPresent, 0, ""},
+					{"request:rating", "one_hot[2]", 2.0, assemble.StatusPresent, 1, ""},
+					{"request:rating", "one_hot[3]", 2.0, assemble.StatusPresent, 0, ""},
+					{"request:rating", "missing_indicator", 2.0, assemble.StatusPresent, 0, ""},
+					{"request:tier", "index", 10.0, assemble.StatusPresent, 1, ""},
+				},
+				{
+					{"request:rating", "one_hot[1]", 2.5, assemble.StatusPresent, 0, `"2.5" is not in the vocabulary`},
+					{"request:rating", "one_hot[2]", 2.5, assemble.StatusPresent, 0, `"2.5" is not in the vocabulary`},
+					{"request:rating", "one_hot[3]", 2.5, assemble.StatusPresent, 0, `"2.5" is not in the vocabulary`},
+					{"request:rating", "missing_indicator", 2.5, assemble.StatusPresent, 0, ""},
+					{"request:tier", "index", nil, assemble.StatusMissing, -1, "default"},
+				},
+			},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			typ := ""
