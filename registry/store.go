@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -135,19 +134,9 @@ func (s *Store) table(name string) string {
 // returns with existing set. repo are the applied definitions the
 // metadata's feature references must resolve in.
 func (s *Store) Register(ctx context.Context, specFile string, specYAML, model []byte, repo *definitions.Repo, actor string) (v *Version, existing bool, err error) {
-	spec, err := ParseSpec(specFile, specYAML)
+	spec, err := ValidateModel(specFile, specYAML, model, repo, s.inspect)
 	if err != nil {
-		return nil, false, &InvalidError{err}
-	}
-	if len(model) == 0 {
-		return nil, false, &InvalidError{errors.New("the model has no bytes")}
-	}
-	inputs, outputs, err := s.inspect(model)
-	if err != nil {
-		return nil, false, &InvalidError{fmt.Errorf("ONNX Runtime cannot load the model: %w", err)}
-	}
-	if err := Validate(spec, repo, inputs, outputs); err != nil {
-		return nil, false, &InvalidError{err}
+		return nil, false, err
 	}
 	if id := spec.Lineage["snapshot"]; id != "" {
 		if err := s.checkSnapshot(ctx, id); err != nil {

@@ -40,6 +40,28 @@ func (t Tensor) String() string {
 // an error means ONNX Runtime cannot load the model.
 type Inspector func(model []byte) (inputs, outputs []Tensor, err error)
 
+// ValidateModel parses a model's metadata and checks it against the
+// applied definitions and the model's graph as inspect reads it, as
+// registration does before a version exists; every problem is an
+// *InvalidError.
+func ValidateModel(specFile string, specYAML, model []byte, repo *definitions.Repo, inspect Inspector) (*Spec, error) {
+	spec, err := ParseSpec(specFile, specYAML)
+	if err != nil {
+		return nil, &InvalidError{err}
+	}
+	if len(model) == 0 {
+		return nil, &InvalidError{errors.New("the model has no bytes")}
+	}
+	inputs, outputs, err := inspect(model)
+	if err != nil {
+		return nil, &InvalidError{fmt.Errorf("ONNX Runtime cannot load the model: %w", err)}
+	}
+	if err := Validate(spec, repo, inputs, outputs); err != nil {
+		return nil, &InvalidError{err}
+	}
+	return spec, nil
+}
+
 // Validate checks a model's metadata against the applied definitions and
 // against the graph's inputs and outputs, and reports every mismatch at
 // the metadata's line, naming the tensor and what differs.

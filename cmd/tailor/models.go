@@ -66,7 +66,7 @@ func (a *app) modelsCmd() *cobra.Command {
 	var server, actor string
 	cmd := &cobra.Command{
 		Use:   "models",
-		Short: "Register, list, describe, alias and archive models in a server's registry",
+		Short: "Register, list, describe, alias and archive models in a server's registry; check a model's inputs before registering it",
 	}
 	cmd.PersistentFlags().StringVar(&server, "server", "http://127.0.0.1:8080", "base URL of a tailor server")
 	cmd.PersistentFlags().StringVar(&actor, "actor", defaultActor(), "who makes the change, for the audit trail")
@@ -186,7 +186,7 @@ func (a *app) modelsCmd() *cobra.Command {
 	archive.Flags().BoolVar(&restore, "restore", false, "restore an archived version")
 	archive.Flags().StringVar(&reason, "reason", "", "why, for the audit trail")
 
-	cmd.AddCommand(register, list, describe, alias, archive)
+	cmd.AddCommand(register, list, describe, alias, archive, a.checkCmd(&server))
 	return cmd
 }
 

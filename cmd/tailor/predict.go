@@ -12,7 +12,9 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tailorhq/tailor/featurestore/tablefile"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
 	servingv1 "github.com/tailorhq/tailor/proto/gen/tailor/serving/v1"
 	"github.com/tailorhq/tailor/proto/gen/tailor/serving/v1/servingv1connect"
@@ -20,13 +22,26 @@ import (
 
 // keyValues parses key=value[,key=value] into text values.
 func keyValues(flag, s string) (map[string]*featurestorev1.Value, error) {
-	out := map[string]*featurestorev1.Value{}
+	kv, err := pairs(flag, s)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]*featurestorev1.Value, len(kv))
+	for k, v := range kv {
+		out[k] = &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: v}}
+	}
+	return out, nil
+}
+
+// pairs parses key=value[,key=value].
+func pairs(flag, s string) (map[string]string, error) {
+	out := map[string]string{}
 	for _, kv := range splitList(s) {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
 			return nil, fmt.Errorf("%s %q: want key=value pairs separated by commas", flag, s)
 		}
-		out[k] = &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: v}}
+		out[k] = v
 	}
 	return out, nil
 }
@@ -57,11 +72,11 @@ func (a *app) printJSON(m proto.Message) error {
 }
 
 func (a *app) predictCmd() *cobra.Command {
-	var server, model, ctxFlag string
+	var server, model, ctxFlag, at string
 	var entities, values []string
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "predict --model REF --entity KEY=VALUE [--entity ...] [--context K=V,...] [--value K=N,...] --server URL",
+		Use:   "predict --model REF --entity KEY=VALUE [--entity ...] [--context K=V,...] [--value K=N,...] [--at TIME] --server URL",
 		Short: "Run a registered model for entity rows and print its outputs as JSON",
 		Long: "predict calls Predict on a tailor server: REF is name, name@alias or name:version; each\n" +
 			"--entity is one instance (its join keys); --context and --value apply to every instance.",
@@ -79,6 +94,13 @@ func (a *app) predictCmd() *cobra.Command {
 				return err
 			}
 			req := &servingv1.PredictRequest{Model: model}
+			if at != "" {
+				t, err := tablefile.ParseTimestamp(at)
+				if err != nil {
+					return fmt.Errorf("--at: %w", err)
+				}
+				req.RequestTime = timestamppb.New(t)
+			}
 			for _, e := range entities {
 				keys, err := keyValues("--entity", e)
 				if err != nil {
@@ -100,6 +122,7 @@ func (a *app) predictCmd() *cobra.Command {
 	f.StringArrayVar(&entities, "entity", nil, "one instance's join keys: key=value[,key=value]; repeat for more")
 	f.StringVar(&ctxFlag, "context", "", "request context: key=value[,key=value] (device, timezone, ...)")
 	f.StringArrayVar(&values, "value", nil, "request values: key=number[,key=number]")
+	f.StringVar(&at, "at", "", "request time hour_of_day and day_of_week derive from (default: the server's now)")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	return cmd
 }

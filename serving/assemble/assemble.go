@@ -2,7 +2,9 @@
 // compiles each input's elements against the applied definitions once,
 // then fills batches of rows from online feature values, request context
 // and request values, applying defaults, missing indicators and the
-// one-hot and index encodings.
+// one-hot and index encodings. Explain fills the same way, in the same
+// pass of the same code, and says for each position where its number
+// comes from: source, part of the element, raw value and its status.
 package assemble
 
 import (
@@ -58,9 +60,11 @@ type element struct {
 	oneHot  bool
 	index   bool
 	vocab   map[string]int
+	words   []string // the vocabulary in order, for explanations
 	size    int
 	def     float64
 	missing bool
+	source  string // what Explain calls the element: view:feature, context:name, request:name
 }
 
 // Compile prepares spec's inputs; the features it names must resolve in
@@ -74,6 +78,7 @@ func Compile(spec *registry.Spec, repo *definitions.Repo) (*Plan, error) {
 		for _, e := range in.Elements {
 			el := element{size: e.Size, def: e.Default, missing: e.MissingIndicator, oneHot: e.Encoding == "one_hot", index: e.Encoding == "index"}
 			if len(e.Vocabulary) > 0 {
+				el.words = e.Vocabulary
 				el.vocab = make(map[string]int, len(e.Vocabulary))
 				for i, v := range e.Vocabulary {
 					el.vocab[v] = i
@@ -95,11 +100,11 @@ func Compile(spec *registry.Spec, repo *definitions.Repo) (*Plan, error) {
 					refIndex[key] = i
 					p.Refs = append(p.Refs, refs[0])
 				}
-				el.kind, el.ref, el.typ = fromFeature, i, refs[0].Type
+				el.kind, el.ref, el.typ, el.source = fromFeature, i, refs[0].Type, key
 			case e.Context != "":
-				el.kind, el.name = fromContext, e.Context
+				el.kind, el.name, el.source = fromContext, e.Context, e.Source()
 			default:
-				el.kind, el.name = fromRequest, e.Request
+				el.kind, el.name, el.source = fromRequest, e.Request, e.Source()
 			}
 			ip.elems = append(ip.elems, el)
 		}
@@ -151,7 +156,23 @@ func DeriveContext(ctx map[string]any, at time.Time) (map[string]any, error) {
 
 // Fill lays rows out as the model's input tensors.
 func (p *Plan) Fill(rows []Row) []Tensor {
+	out, _ := p.fill(rows, nil, false)
+	return out
+}
+
+// fill is Fill, and when explain is set also the explanation of each
+// row: both come from one pass of the same code.
+func (p *Plan) fill(rows []Row, status [][]Status, explain bool) ([]Tensor, [][]Input) {
 	out := make([]Tensor, len(p.inputs))
+	var expl [][]Input
+	var ex *explainer
+	if explain {
+		expl = make([][]Input, len(rows))
+		for r := range expl {
+			expl[r] = make([]Input, len(p.inputs))
+		}
+		ex = &explainer{}
+	}
 	vals := []float64{}
 	for t, in := range p.inputs {
 		vals = vals[:0]
@@ -159,13 +180,24 @@ func (p *Plan) Fill(rows []Row) []Tensor {
 			vals = make([]float64, 0, len(rows)*in.width)
 		}
 		for r := range rows {
+			if ex != nil {
+				ex.startRow(rowStatus(status, r))
+			}
 			for i := range in.elems {
-				vals = in.elems[i].append(vals, &rows[r])
+				vals = in.elems[i].append(vals, &rows[r], ex)
+			}
+			if ex != nil {
+				expl[r][t] = Input{Name: in.name, Type: in.typ, Positions: ex.take()}
 			}
 		}
 		out[t] = convert(in, len(rows), vals)
+		if ex != nil {
+			for r := range rows {
+				readBack(&out[t], r, expl[r][t].Positions)
+			}
+		}
 	}
-	return out
+	return out, expl
 }
 
 func convert(in input, n int, vals []float64) Tensor {
@@ -192,8 +224,9 @@ func convert(in input, n int, vals []float64) Tensor {
 	return t
 }
 
-// append lays out one element of one row.
-func (e *element) append(dst []float64, r *Row) []float64 {
+// append lays out one element of one row; ex, when not nil, is told
+// what each number appended is.
+func (e *element) append(dst []float64, r *Row, ex *explainer) []float64 {
 	var v any
 	var ok bool
 	switch e.kind {
@@ -207,7 +240,8 @@ func (e *element) append(dst []float64, r *Row) []float64 {
 		ok = ok && v != nil
 	case fromRequest:
 		// Request values are numbers: no boxing on the hot path.
-		f, ok := r.Request[e.name]
+		var f float64
+		f, ok = r.Request[e.name]
 		if e.oneHot || e.index {
 			v = f
 			break
@@ -217,45 +251,74 @@ func (e *element) append(dst []float64, r *Row) []float64 {
 			f = e.def
 		}
 		dst = append(dst, f)
+		if ex != nil {
+			ex.element(e, r)
+			ex.add(Part{Kind: PartValue}, ex.raw, defaultNote(ok, true))
+		}
 		if e.missing {
 			dst = append(dst, boolNum(!present))
+			if ex != nil {
+				ex.add(Part{Kind: PartMissingIndicator}, ex.raw, "")
+			}
 		}
 		return dst
 	}
 	present := ok
+	if ex != nil {
+		ex.element(e, r)
+	}
 	switch {
 	case e.oneHot:
 		start := len(dst)
 		for range e.vocab {
 			dst = append(dst, 0)
 		}
+		in := false
 		if ok {
-			if i, in := e.vocab[text(v)]; in {
+			var i int
+			if i, in = e.vocab[text(v)]; in {
 				dst[start+i] = 1
 			}
 		}
+		if ex != nil {
+			ex.oneHot(e, v, ok && !in)
+		}
 	case e.index:
 		f := e.def
+		in := false
 		if ok {
-			if i, in := e.vocab[text(v)]; in {
+			var i int
+			if i, in = e.vocab[text(v)]; in {
 				f = float64(i)
 			}
 		}
 		dst = append(dst, f)
+		if ex != nil {
+			ex.index(v, ok, in)
+		}
 	case e.size > 0:
 		dst = appendArray(dst, v, e.size, e.def)
+		if ex != nil {
+			ex.array(v, e.size)
+		}
 	default:
 		f, isNum := Number(v)
 		if !ok || !isNum {
 			f, present = e.def, false
 		}
 		dst = append(dst, f)
+		if ex != nil {
+			ex.add(Part{Kind: PartValue}, v, defaultNote(ok, isNum))
+		}
 	}
 	if e.missing {
 		if present {
 			dst = append(dst, 0)
 		} else {
 			dst = append(dst, 1)
+		}
+		if ex != nil {
+			ex.add(Part{Kind: PartMissingIndicator}, ex.raw, "")
 		}
 	}
 	return dst

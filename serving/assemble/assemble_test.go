@@ -101,3 +101,35 @@ func TestFill(t *testing.T) {
 		t.Errorf("ids %v %v %v, want %v", got[1].Name, got[1].Shape, got[1].Int64, wantIDs)
 	}
 }
+
+// BenchmarkFill lays out a batch of 64 rows of the test spec: Fill is on
+// every request's path.
+func BenchmarkFill(b *testing.B) {
+	repo, err := definitions.Parse(map[string][]byte{"d.yaml": []byte(defs)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := registry.ParseSpec("m.yaml", []byte(spec))
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := assemble.Compile(s, repo)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, err := assemble.DeriveContext(map[string]any{"device": "ios"}, time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC))
+	if err != nil {
+		b.Fatal(err)
+	}
+	rows := make([]assemble.Row, 64)
+	for i := range rows {
+		rows[i] = assemble.Row{Features: []any{int64(i), 2.5, "silver", []float32{1, 2, 3, 4}, true}, Context: ctx, Request: map[string]float64{"basket": 3}}
+		if i%4 == 0 {
+			rows[i].Features = []any{nil, nil, nil, nil, nil}
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		p.Fill(rows)
+	}
+}

@@ -267,6 +267,12 @@ func (s *Server) rows(ctx context.Context, model *models.Model, instances []*ser
 	return rows, nil
 }
 
+// Predictions splits a model's outputs for n instances into one
+// prediction each, labelled from spec, exactly as Predict answers.
+func Predictions(spec *registry.Spec, outs []onnxrt.Tensor, n int) []*servingv1.Prediction {
+	return predictions(spec, outs, n)
+}
+
 // predictions splits the outputs into one prediction per instance. The
 // messages and their values come from a few slabs per response.
 func predictions(spec *registry.Spec, outs []onnxrt.Tensor, n int) []*servingv1.Prediction {
