@@ -1,6 +1,7 @@
 package modelcheck
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -9,51 +10,23 @@ import (
 
 	"github.com/tailorhq/tailor/featurestore/definitions"
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
-	"github.com/tailorhq/tailor/registry"
 	"github.com/tailorhq/tailor/serving/assemble"
 )
 
-// contextTimezone is the context field naming the request's time zone.
-const contextTimezone = "timezone"
-
 // checkNames refuses context fields and request values the model does
-// not read: a misspelt name would otherwise silently feed a default.
-func checkNames(spec *registry.Spec, ctx map[string]string, values map[string]float64) error {
-	var ctxNames, valueNames []string
-	for _, in := range spec.Inputs {
-		for _, e := range in.Elements {
-			switch {
-			case e.Context != "" && !slices.Contains(ctxNames, e.Context):
-				ctxNames = append(ctxNames, e.Context)
-			case e.Request != "" && !slices.Contains(valueNames, e.Request):
-				valueNames = append(valueNames, e.Request)
-			}
+// not read, by the rule Predict applies (assemble.CheckNames): a misspelt
+// name would otherwise silently feed a default.
+func checkNames(plan *assemble.Plan, ctx map[string]string, values map[string]float64) error {
+	err := assemble.CheckNames(sortedKeys(ctx), sortedKeys(values), plan)
+	var ne *assemble.NameError
+	if errors.As(err, &ne) {
+		field := FieldContext
+		if ne.Kind == "request value" {
+			field = FieldValue
 		}
+		return &RequestError{field, err}
 	}
-	for _, k := range sortedKeys(ctx) {
-		switch {
-		case k == registry.ContextHourOfDay || k == registry.ContextDayOfWeek:
-			return &RequestError{FieldContext, fmt.Errorf("context %q is derived from the request time; give the time instead", k)}
-		case k == contextTimezone:
-			// Read by the derivation of hour_of_day and day_of_week.
-		case !slices.Contains(ctxNames, k):
-			return &RequestError{FieldContext, fmt.Errorf("context %q is not read by model %s (%s)", k, spec.Name, reads("context", ctxNames))}
-		}
-	}
-	for _, k := range sortedKeys(values) {
-		if !slices.Contains(valueNames, k) {
-			return &RequestError{FieldValue, fmt.Errorf("request value %q is not read by model %s (%s)", k, spec.Name, reads("request values", valueNames))}
-		}
-	}
-	return nil
-}
-
-func reads(what string, names []string) string {
-	if len(names) == 0 {
-		return "it reads no " + what
-	}
-	slices.Sort(names)
-	return "it reads " + what + " " + strings.Join(names, ", ")
+	return err
 }
 
 // joinKey is an entity the model's features are keyed by.
