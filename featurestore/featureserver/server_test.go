@@ -606,6 +606,10 @@ func TestPushRefusesBadRows(t *testing.T) {
 		{"null key", "customer_stats", []*featurestorev1.PushRow{pushRow(now, vals{"customer_id": {}})}, connect.CodeInvalidArgument, []string{`"customer_id"`}},
 		{"no event time", "customer_stats", []*featurestorev1.PushRow{pushRow(now, ok), {Values: ok}}, connect.CodeInvalidArgument, []string{"row 1", "event_timestamp"}},
 		{"too many rows", "customer_stats", many, connect.CodeResourceExhausted, []string{"10000"}},
+		{"event time in 1900", "customer_stats", []*featurestorev1.PushRow{pushRow(time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC), ok)}, connect.CodeInvalidArgument, []string{"row 0", "event_timestamp", "1900"}},
+		{"event time a second before 1970", "customer_stats", []*featurestorev1.PushRow{pushRow(time.Unix(-1, 0), ok)}, connect.CodeInvalidArgument, []string{"event_timestamp", "1969"}},
+		{"created time in 1900", "customer_stats", []*featurestorev1.PushRow{{Values: ok, EventTimestamp: timestamppb.New(now), CreatedTimestamp: timestamppb.New(time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC))}}, connect.CodeInvalidArgument, []string{"created_timestamp"}},
+		{"float32 overflow", "affinity", []*featurestorev1.PushRow{pushRow(now, vals{"customer_id": str("c1"), "product_id": i64(1), "score": f64(1e300)})}, connect.CodeInvalidArgument, []string{`"score"`, "float32"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -691,4 +695,51 @@ func TestPushTakesDecimalTextForInt64Keys(t *testing.T) {
 	}
 	err := push(e.ctx, e.srv, "affinity", pushRow(at, vals{"customer_id": str("c1"), "product_id": str("12x"), "score": f32(0.5)}))
 	wantCode(t, err, connect.CodeInvalidArgument, "product_id")
+}
+
+// TestGetOnlineFeaturesManyUncachedKeys: the documented limit of 10,000
+// entity rows, none of them in the tier, and keys of 300 KB are answered
+// exactly (the read-through sends keys as data, not as query text).
+func TestGetOnlineFeaturesManyUncachedKeys(t *testing.T) {
+	e := newEnv(t, defs)
+	now := time.Now().UTC().Truncate(time.Second)
+	big := strings.Repeat("k", 300<<10)
+	var rows []*featurestorev1.PushRow
+	for i := range 50 {
+		rows = append(rows, pushRow(now, vals{"customer_id": str(fmt.Sprintf("c%05d", i*7)), "orders": i64(int64(i * 7))}))
+	}
+	rows = append(rows, pushRow(now, vals{"customer_id": str(big), "orders": i64(-1)}))
+	if err := push(e.ctx, e.srv, "customer_stats", rows...); err != nil {
+		t.Fatal(err)
+	}
+	// A replica with a cold tier reads every key through.
+	cold := e.replica()
+	entities := make([]*featurestorev1.EntityRow, featureserver.MaxEntityRows)
+	for i := range entities {
+		entities[i] = row(vals{"customer_id": str(fmt.Sprintf("c%05d", i))})
+	}
+	entities[len(entities)-1] = row(vals{"customer_id": str(big)})
+	resp, err := cold.GetOnlineFeatures(e.ctx, connect.NewRequest(&featurestorev1.GetOnlineFeaturesRequest{
+		Features: refs("customer_stats:orders"), Entities: entities,
+	}))
+	if err != nil {
+		t.Fatalf("%d uncached keys: %v", len(entities), err)
+	}
+	for i, r := range resp.Msg.GetRows() {
+		v := r.GetValues()[0]
+		switch {
+		case i == len(entities)-1:
+			if v.GetStatus() != present || v.GetValue().GetInt64Value() != -1 {
+				t.Fatalf("the 300 KB key: %v", v)
+			}
+		case i%7 == 0 && i/7 < 50:
+			if v.GetStatus() != present || v.GetValue().GetInt64Value() != int64(i) {
+				t.Fatalf("row %d: %v, want %d", i, v, i)
+			}
+		default:
+			if v.GetStatus() != notFound {
+				t.Fatalf("row %d: %v, want NOT_FOUND", i, v)
+			}
+		}
+	}
 }
