@@ -231,6 +231,10 @@ fallback: {products: [p8, p7, p6, p5, p4, p3], channel: email, send_after: 2d}
 	if !a.GetSendAt().AsTime().Equal(at.Add(48 * time.Hour)) {
 		t.Errorf("unknown customer: send at %s, want the fallback 2d later", a.GetSendAt().AsTime())
 	}
+	// Nobody knows the stranger's consent: the fallback channel, flagged.
+	if a.GetChannel() != "email" || !strings.Contains(strings.Join(a.GetFallbackReasons(), " "), "fallback channel email") {
+		t.Errorf("unknown customer: channel %q, reasons %v; want the fallback channel email, flagged", a.GetChannel(), a.GetFallbackReasons())
+	}
 	// Every answer is in the prediction log, the fallback one flagged.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -325,5 +329,129 @@ fallback: {products: [p8, p7, p6, p5, p4, p3], channel: email, send_after: 2d}
 	req.Entities = map[string]*featurestorev1.Value{"customer": vals["customer_id"]}
 	if _, err := client.NextBestAction(ctx, connect.NewRequest(req)); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "customer_id") {
 		t.Errorf("a missing join key gave %v, want InvalidArgument naming customer_id", err)
+	}
+}
+
+// TestPredictionServiceCodes: each client mistake of Predict and
+// NextBestAction is refused with InvalidArgument (or FailedPrecondition
+// for an archived version asked by number), naming what is wrong, and
+// nothing the caller asked for is silently replaced: a misspelt request
+// value or context field, a request time no feature can have, a negative
+// k; a channel nobody can answer gets the fallback, flagged.
+func TestPredictionServiceCodes(t *testing.T) {
+	c := newCLI(t)
+	c.ok("apply", writeFiles(t, map[string]string{"defs.yaml": nbaDefs}))
+	channels := []string{"email", "sms", "push", "app"}
+	dir := writeFiles(t, map[string]string{
+		"next_product.yaml":    predictSpec,
+		"next_product_v2.yaml": predictSpec + "description: the second version\n",
+		"timing.yaml":          requestSpec("timing", "timing", map[string]int{"features": 12}, "t", "probabilities", []string{"1h", "6h", "1d", "3d", "7d", "30d"}),
+		"channel.yaml":         requestSpec("channel", "channel", map[string]int{"features": 12, "context": 4}, "c", "probabilities", channels),
+		"nba.yaml": `models: {next_product: next_product@champion, timing: timing@champion, channel: channel@champion}
+consent: {email: "cust:consent_email", sms: "cust:consent_sms"}
+fallback: {products: [p8, p7, p6], channel: email, send_after: 2d}
+`,
+	})
+	base, _ := startServe(t, c, "--warm-start=false", "--model-refresh", "100ms", "--nba", filepath.Join(dir, "nba.yaml"))
+	for _, m := range []string{"next_product", "timing", "channel"} {
+		c.ok("models", "--server", base, "register", testModel(t, m+".onnx"), "--spec", filepath.Join(dir, m+".yaml"))
+		c.ok("models", "--server", base, "alias", m, "champion", "1")
+	}
+	c.ok("models", "--server", base, "register", testModel(t, "next_product.onnx"), "--spec", filepath.Join(dir, "next_product_v2.yaml"))
+	ctx := context.Background()
+	if _, err := featurestorev1connect.NewFeatureServiceClient(h2cClient(), base).Push(ctx, connect.NewRequest(&featurestorev1.PushRequest{
+		FeatureView: "cust", Rows: []*featurestorev1.PushRow{{
+			Values:         map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: "c1"}}, "consent_email": {Kind: &featurestorev1.Value_BoolValue{BoolValue: true}}},
+			EventTimestamp: timestamppb.New(time.Now().Add(-time.Minute)),
+		}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	client := servingv1connect.NewPredictionServiceClient(h2cClient(), base)
+	c1 := map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: "c1"}}}
+	text := func(s string) *featurestorev1.Value {
+		return &featurestorev1.Value{Kind: &featurestorev1.Value_StringValue{StringValue: s}}
+	}
+	predict := func(model string, inst *servingv1.Instance, at *timestamppb.Timestamp) error {
+		inst.Entities = c1
+		_, err := client.Predict(ctx, connect.NewRequest(&servingv1.PredictRequest{Model: model, Instances: []*servingv1.Instance{inst}, RequestTime: at}))
+		return err
+	}
+	nba := func(req *servingv1.NextBestActionRequest) (*servingv1.NextBestActionResponse, error) {
+		req.Entities = c1
+		resp, err := client.NextBestAction(ctx, connect.NewRequest(req))
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	}
+	good := map[string]float64{"r10": 1, "r11": 2}
+	y9999 := timestamppb.New(time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC))
+	y1900 := timestamppb.New(time.Date(1900, 1, 1, 0, 0, 0, 0, time.UTC))
+	for _, tc := range []struct {
+		name  string
+		err   error
+		code  connect.Code
+		names []string
+	}{
+		{"misspelt request value", predict("next_product:1", &servingv1.Instance{Values: map[string]float64{"r10": 1, "r_11": 2}}, nil), connect.CodeInvalidArgument, []string{`"r_11"`, "r10, r11"}},
+		{"unknown context field", predict("next_product:1", &servingv1.Instance{Values: good, Context: map[string]*featurestorev1.Value{"devise": text("ios")}}, nil), connect.CodeInvalidArgument, []string{`"devise"`, "timezone"}},
+		{"derived context field", predict("next_product:1", &servingv1.Instance{Values: good, Context: map[string]*featurestorev1.Value{"hour_of_day": text("3")}}, nil), connect.CodeInvalidArgument, []string{`"hour_of_day"`, "request_time"}},
+		{"timezone that is not one", predict("next_product:1", &servingv1.Instance{Values: good, Context: map[string]*featurestorev1.Value{"timezone": text("Mars/Olympus")}}, nil), connect.CodeInvalidArgument, []string{"Mars/Olympus"}},
+		{"predict in 9999", predict("next_product:1", &servingv1.Instance{Values: good}, y9999), connect.CodeInvalidArgument, []string{"request_time", "9999"}},
+		{"predict in 1900", predict("next_product:1", &servingv1.Instance{Values: good}, y1900), connect.CodeInvalidArgument, []string{"request_time", "1900"}},
+		{"unknown model", predict("nope", &servingv1.Instance{Values: good}, nil), connect.CodeNotFound, []string{"nope"}},
+		{"bad version", predict("next_product:x", &servingv1.Instance{Values: good}, nil), connect.CodeInvalidArgument, []string{"next_product:x"}},
+		{"nba in 9999", func() error { _, err := nba(&servingv1.NextBestActionRequest{RequestTime: y9999}); return err }(), connect.CodeInvalidArgument, []string{"request_time"}},
+		{"nba k = -5", func() error { _, err := nba(&servingv1.NextBestActionRequest{K: -5}); return err }(), connect.CodeInvalidArgument, []string{"k = -5"}},
+		{"nba misspelt value", func() error {
+			_, err := nba(&servingv1.NextBestActionRequest{Values: map[string]float64{"r10": 1, "r_11": 2}})
+			return err
+		}(), connect.CodeInvalidArgument, []string{`"r_11"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if connect.CodeOf(tc.err) != tc.code {
+				t.Fatalf("%v, want %s", tc.err, tc.code)
+			}
+			for _, n := range tc.names {
+				if !strings.Contains(tc.err.Error(), n) {
+					t.Fatalf("%v does not name %s", tc.err, n)
+				}
+			}
+		})
+	}
+	if err := predict("next_product:1", &servingv1.Instance{Values: good}, nil); err != nil {
+		t.Fatalf("a good Predict: %v", err)
+	}
+
+	// A channel only the caller knows: the fallback channel, flagged.
+	a, err := nba(&servingv1.NextBestActionRequest{AllowedChannels: []string{"whatsapp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.GetChannel() != "email" || !a.GetFallback() || !strings.Contains(strings.Join(a.GetFallbackReasons(), " "), "whatsapp") {
+		t.Fatalf("allowed [whatsapp]: channel %q fallback %v %v; want email, flagged, saying why", a.GetChannel(), a.GetFallback(), a.GetFallbackReasons())
+	}
+
+	// A version asked for by number is served until archived, then
+	// refused, and served again once restored.
+	if err := predict("next_product:2", &servingv1.Instance{Values: good}, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.ok("models", "--server", base, "archive", "next_product", "2", "--reason", "test")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := predict("next_product:2", &servingv1.Instance{Values: good}, nil)
+		if connect.CodeOf(err) == connect.CodeFailedPrecondition && strings.Contains(err.Error(), "archived") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("next_product:2 after archiving: %v, want FailedPrecondition saying archived", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.ok("models", "--server", base, "archive", "next_product", "2", "--restore")
+	if err := predict("next_product:2", &servingv1.Instance{Values: good}, nil); err != nil {
+		t.Fatalf("next_product:2 restored: %v", err)
 	}
 }

@@ -55,7 +55,7 @@ func (s *Store) InsertEvents(ctx context.Context, repo *definitions.Repo, v *def
 	}
 	for _, name := range names {
 		if _, ok := types[name]; !ok || name == InsertedAtColumn {
-			return &EventError{Event: 0, Column: name, Msg: fmt.Sprintf("%s has no such column", table.Plain())}
+			return &EventError{Event: 0, Msg: fmt.Sprintf("%s has no column %q", table.Plain(), name)}
 		}
 	}
 	columns := make([][]any, len(names))

@@ -105,7 +105,7 @@ func Check(ctx context.Context, features Features, req Request) (*Report, error)
 	if err != nil {
 		return nil, &registry.InvalidError{Err: err}
 	}
-	if err := checkNames(plan, req.Context, req.Values); err != nil {
+	if err := checkNames(spec.Name, plan, req.Context, req.Values); err != nil {
 		return nil, err
 	}
 	given := make(map[string]any, len(req.Context))

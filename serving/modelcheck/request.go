@@ -16,7 +16,7 @@ import (
 // checkNames refuses context fields and request values the model does
 // not read, by the rule Predict applies (assemble.CheckNames): a misspelt
 // name would otherwise silently feed a default.
-func checkNames(plan *assemble.Plan, ctx map[string]string, values map[string]float64) error {
+func checkNames(model string, plan *assemble.Plan, ctx map[string]string, values map[string]float64) error {
 	err := assemble.CheckNames(sortedKeys(ctx), sortedKeys(values), plan)
 	var ne *assemble.NameError
 	if errors.As(err, &ne) {
@@ -24,7 +24,7 @@ func checkNames(plan *assemble.Plan, ctx map[string]string, values map[string]fl
 		if ne.Kind == "request value" {
 			field = FieldValue
 		}
-		return &RequestError{field, err}
+		return &RequestError{field, fmt.Errorf("model %s: %w", model, err)}
 	}
 	return err
 }

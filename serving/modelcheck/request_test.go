@@ -72,7 +72,7 @@ func TestRequestErrors(t *testing.T) {
 		{"unknown key", nil, nil, []map[string]string{{"customer_id": "c1", "product_id": "1", "store_id": "s"}}, FieldEntity, "store_id is not a join key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := checkNames(p, tc.ctx, tc.values)
+			err := checkNames("m", p, tc.ctx, tc.values)
 			if err == nil {
 				_, err = entityRows(repo, p, tc.entities)
 				if err != nil {
@@ -86,7 +86,7 @@ func TestRequestErrors(t *testing.T) {
 		})
 	}
 	// Good names and keys pass; keys are typed as declared.
-	if err := checkNames(p, map[string]string{"device": "ios", "timezone": "Asia/Tokyo"}, map[string]float64{"basket": 1}); err != nil {
+	if err := checkNames("m", p, map[string]string{"device": "ios", "timezone": "Asia/Tokyo"}, map[string]float64{"basket": 1}); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := entityRows(repo, p, []map[string]string{{"customer_id": "c1", "product_id": "9007199254740993"}})

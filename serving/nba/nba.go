@@ -161,20 +161,30 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 			}
 		}
 	}()
-	// Context fields and request values no model reads are refused (a
-	// misspelt name would otherwise be defaulted silently); when a model
-	// could not be loaded, what it reads is unknown, and its part of the
-	// answer is a fallback anyway.
+	// Request values no model reads are refused (a misspelt name would
+	// otherwise be defaulted silently), and so are the context fields the
+	// server derives. Other context fields are not: a decision service
+	// sends one context (device, page, ...) to all three models. When a
+	// model could not be loaded, what it reads is unknown, and its part of
+	// the answer is a fallback anyway.
 	var plans []*assemble.Plan
 	for _, t := range tasks {
 		if t.model != nil {
 			plans = append(plans, t.model.Plan)
 		}
 	}
-	if len(plans) == len(tasks) {
-		if err := assemble.CheckNames(slices.Collect(maps.Keys(req.Context)), slices.Collect(maps.Keys(req.Values)), plans...); err != nil {
-			return nil, &RequestError{err}
+	var derivedGiven []string
+	for _, name := range []string{registry.ContextHourOfDay, registry.ContextDayOfWeek} {
+		if _, ok := req.Context[name]; ok {
+			derivedGiven = append(derivedGiven, name)
 		}
+	}
+	valueNames := slices.Collect(maps.Keys(req.Values))
+	if len(plans) < len(tasks) {
+		valueNames = nil
+	}
+	if err := assemble.CheckNames(derivedGiven, valueNames, plans...); err != nil {
+		return nil, &RequestError{err}
 	}
 
 	// One fetch for every feature any part reads.
@@ -369,10 +379,16 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 		ans.Channel = ans.Channels[0].Label
 		return ans, nil
 	}
-	// Nothing else can answer: the fallback channel, flagged, with why.
+	// Nothing else can answer: the fallback channel, flagged, with why (one
+	// reason per part: added to the channel model's own, if it failed).
 	ans.Channel = s.cfg.Fallback.Channel
 	ans.Fallback = true
-	ans.Reasons = append(ans.Reasons, "channel: "+noChannel(req.Allowed, labels["channel"], s.cfg.Fallback.Channel, !known))
+	why := noChannel(req.Allowed, labels["channel"], s.cfg.Fallback.Channel, !known)
+	if i := slices.IndexFunc(ans.Reasons, func(r string) bool { return strings.HasPrefix(r, "channel: ") }); i >= 0 {
+		ans.Reasons[i] += "; " + why
+	} else {
+		ans.Reasons = append(ans.Reasons, "channel: "+why)
+	}
 	return ans, nil
 }
 
