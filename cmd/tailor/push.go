@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"connectrpc.com/connect"
@@ -84,6 +88,11 @@ func pushFile(cmd *cobra.Command, client featurestorev1connect.FeatureServiceCli
 		}
 	}
 	var stored, row int64
+	run := randomID() + "/" + filepath.Base(file)
+	if len(run) > 100 {
+		run = run[:100]
+	}
+	batches := 0
 	for {
 		rec, err := r.Next()
 		if errors.Is(err, io.EOF) {
@@ -115,10 +124,43 @@ func pushFile(cmd *cobra.Command, client featurestorev1connect.FeatureServiceCli
 			req.Rows = append(req.Rows, pr)
 		}
 		rec.Release()
-		resp, err := client.Push(cmd.Context(), connect.NewRequest(req))
+		// Each batch has a key of its own, so retrying one the server
+		// could not answer never stores its rows twice.
+		req.IdempotencyKey = fmt.Sprintf("%s/%d", run, batches)
+		batches++
+		resp, err := pushRetrying(cmd.Context(), client, req)
 		if err != nil {
-			return stored, err
+			return stored, fmt.Errorf("rows %d to %d: %w", row-int64(len(req.Rows))+1, row, err)
 		}
 		stored += resp.Msg.GetRowsStored()
 	}
+}
+
+// pushRetryDelays are the pauses before each retry of a batch the server
+// answered Unavailable (ClickHouse restarting, say).
+var pushRetryDelays = []time.Duration{200 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}
+
+// pushRetrying sends a push, again (with the same idempotency key) while
+// the server answers Unavailable.
+func pushRetrying(ctx context.Context, client featurestorev1connect.FeatureServiceClient, req *featurestorev1.PushRequest) (*connect.Response[featurestorev1.PushResponse], error) {
+	resp, err := client.Push(ctx, connect.NewRequest(req))
+	for _, d := range pushRetryDelays {
+		if connect.CodeOf(err) != connect.CodeUnavailable {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(d):
+		}
+		resp, err = client.Push(ctx, connect.NewRequest(req))
+	}
+	return resp, err
+}
+
+// randomID is 16 random hex digits.
+func randomID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

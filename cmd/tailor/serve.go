@@ -49,6 +49,8 @@ func (a *app) serveCmd() *cobra.Command {
 	var nbaFile string
 	var maxBatch, intraOp int
 	var maxUpload bytesFlag = 1 << 30
+	var gcHeadroom bytesFlag = defaultGCHeadroom
+	var sweep time.Duration
 	var maxDelay time.Duration
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -65,7 +67,7 @@ func (a *app) serveCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			tuneGC(int64(onlineMemory))
+			tuneGC(int64(onlineMemory), int64(gcHeadroom))
 			store, err := a.openStore(ctx)
 			if err != nil {
 				return err
@@ -179,6 +181,9 @@ func (a *app) serveCmd() *cobra.Command {
 				if refreshWindows > 0 {
 					go a.refreshWindows(ctx, store, fs, online, refreshWindows)
 				}
+				if sweep > 0 {
+					go sweepEvery(ctx, store, sweep)
+				}
 				follower.Run(ctx, follow)
 			}()
 			return rpcserver.Serve(ctx, ln, rpcserver.Options{
@@ -209,6 +214,8 @@ func (a *app) serveCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&pprofOn, "pprof", false, "serve Go's profiling endpoints under /debug/pprof/ (CPU, heap, goroutines)")
 	cmd.Flags().DurationVar(&follow, "follow", 500*time.Millisecond, "how often to pick up rows stored by other processes (replicas, ingest)")
 	cmd.Flags().DurationVar(&refreshWindows, "refresh-windows", 10*time.Minute, "how often to recompute the windowed views' values the tier holds, which age as time passes (0: never)")
+	cmd.Flags().Var(&gcHeadroom, "gc-headroom", "heap the server may use beside the online tier's budget before Go's collector works hard (the soft memory limit is --online-memory plus this; GOMEMLIMIT overrides both)")
+	cmd.Flags().DurationVar(&sweep, "sweep", 5*time.Second, "how often to drop what dead tailor processes left in ClickHouse: the staging and entity tables of leases whose holder is gone (0: only at start)")
 	return cmd
 }
 
@@ -259,23 +266,40 @@ func (a *app) warmStart(ctx context.Context, store *offline.Store, repo *definit
 	a.log.Info("warm start", "views", len(results), "keys", keys, "entries", st.Entries, "bytes", st.Bytes, "full", full(), "duration", time.Since(start))
 }
 
-// serveHeadroom is the heap a server needs beside its online tier:
-// requests in flight, read-through results, a materialization's batches.
-const serveHeadroom = 512 << 20
+// defaultGCHeadroom is the heap a server is given beside its online
+// tier: requests in flight, read-through results, a materialization's
+// batches, and the garbage they leave between collections.
+const defaultGCHeadroom = 512 << 20
 
 // tuneGC sets the server's garbage collector unless GOMEMLIMIT or GOGC say
 // otherwise. The tier is a large, long-lived heap, and every request
 // leaves short-lived garbage: with the default GOGC of 100 and the CLI's
 // 160 MiB limit, a small tier would be collected after a handful of
 // requests and a large one continuously. A server instead lets garbage
-// grow to four times the live heap, capped by the tier's budget plus
-// headroom.
-func tuneGC(budget int64) {
+// grow to four times the live heap, capped by the soft memory limit of
+// the tier's budget plus headroom: the process's heap settles near that
+// limit under load, whatever the tier holds.
+func tuneGC(budget, headroom int64) {
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(budget + serveHeadroom)
+		debug.SetMemoryLimit(budget + headroom)
 	}
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
+	}
+}
+
+// sweepEvery drops what dead processes left in ClickHouse every interval,
+// until ctx ends.
+func sweepEvery(ctx context.Context, store *offline.Store, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		store.Sweep(ctx)
 	}
 }
 

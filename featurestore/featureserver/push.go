@@ -36,17 +36,27 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 	if len(rows) > MaxEntityRows {
 		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d rows in one push; the limit is %d", len(rows), MaxEntityRows))
 	}
+	plan, err := s.planPush(ctx, req.Msg)
+	if err != nil {
+		return nil, err
+	}
 	if v.Windowed() {
 		// Its features are computed from events: the rows are events.
-		return s.pushEvents(ctx, av.Repo, v, rows)
+		return s.pushEvents(ctx, av.Repo, v, rows, plan)
 	}
-	batch, err := pushBatch(av.Repo, v, rows, time.Now())
+	batch, err := pushBatch(av.Repo, v, rows, plan.now, plan.created())
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	defer batch.rec.Release()
-	src := &oneBatch{rec: batch.rec}
-	if _, err := s.store.Ingest(ctx, av.Repo, v.Name, "push", src, offline.IngestOptions{Direct: true, Unlogged: true}); err != nil {
+	insert := func() error {
+		_, err := s.store.Ingest(ctx, av.Repo, v.Name, "push", &oneBatch{rec: batch.rec}, offline.IngestOptions{Direct: true, Unlogged: true})
+		return err
+	}
+	cols, ids := pushIdentity(av.Repo, v, batch.rows)
+	stored := func() (uint64, error) { return s.store.StoredRows(ctx, s.store.TableOf(v), cols, ids, plan.since()) }
+	replayed, err := s.storeOnce(ctx, plan, v.Name, len(rows), insert, stored)
+	if err != nil {
 		return nil, rpcerr.Error(ctx, fmt.Errorf("store pushed rows: %w", err))
 	}
 	for _, r := range batch.rows {
@@ -54,7 +64,36 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 			s.log.Warn("online tier", "view", v.Name, "err", err)
 		}
 	}
-	return connect.NewResponse(&featurestorev1.PushResponse{RowsStored: int64(len(rows))}), nil
+	return connect.NewResponse(&featurestorev1.PushResponse{RowsStored: int64(len(rows)), Replayed: replayed}), nil
+}
+
+// pushIdentity lists the columns that identify a pushed row in its view's
+// table (join keys, event time and, when the table has one, created time)
+// and each row's values of them.
+func pushIdentity(repo *definitions.Repo, v *definitions.FeatureView, rows []pushedRow) (offline.RowColumns, [][]any) {
+	var cols offline.RowColumns
+	for _, e := range repo.JoinKeys(v) {
+		t := "String"
+		if e.Type == definitions.Int64 {
+			t = "Int64"
+		}
+		cols.Names, cols.Types = append(cols.Names, e.JoinKey), append(cols.Types, t)
+	}
+	cols.Names, cols.Types = append(cols.Names, v.Source.TimestampField), append(cols.Types, "DateTime")
+	created := createdColumn(v)
+	if created != "" {
+		cols.Names, cols.Types = append(cols.Names, created), append(cols.Types, "DateTime")
+	}
+	ids := make([][]any, len(rows))
+	for i, r := range rows {
+		id := append([]any{}, r.keys...)
+		id = append(id, time.Unix(r.event, 0).UTC())
+		if created != "" {
+			id = append(id, time.Unix(r.created, 0).UTC())
+		}
+		ids[i] = id
+	}
+	return cols, ids
 }
 
 // joinKeyValue reads an int64 join key sent as decimal text (as
@@ -98,7 +137,7 @@ type pushed struct {
 
 // pushBatch checks the pushed rows against the view and builds the Arrow
 // batch to store; every problem names the row and the column.
-func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featurestorev1.PushRow, now time.Time) (*pushed, error) {
+func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featurestorev1.PushRow, now time.Time, nowCreated int64) (*pushed, error) {
 	ents := repo.JoinKeys(v)
 	fields := make([]arrow.Field, 0, len(ents)+2+len(v.Features))
 	for _, e := range ents {
@@ -109,7 +148,7 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 		fields = append(fields, arrow.Field{Name: e.JoinKey, Type: t})
 	}
 	fields = append(fields, arrow.Field{Name: v.Source.TimestampField, Type: offline.ArrowType(definitions.Timestamp)})
-	created := v.Source.CreatedTimestampField
+	created := createdColumn(v)
 	if created != "" {
 		fields = append(fields, arrow.Field{Name: created, Type: offline.ArrowType(definitions.Timestamp)})
 	}
@@ -123,7 +162,6 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 	b := array.NewRecordBuilder(memory.DefaultAllocator, arrow.NewSchema(fields, nil))
 	defer b.Release()
 	out := &pushed{rows: make([]pushedRow, len(rows))}
-	nowCreated := now.Unix()
 	for i, r := range rows {
 		vals := r.GetValues()
 		for name := range vals {
@@ -190,6 +228,16 @@ func checkTimestamp(ts *timestamppb.Timestamp) error {
 		return err
 	}
 	return offline.CheckInstant(ts.AsTime())
+}
+
+// createdColumn is the created-timestamp column of v's table: the one its
+// source names, created_ts in a table tailor owns, none in an external
+// table that names none.
+func createdColumn(v *definitions.FeatureView) string {
+	if c := v.Source.CreatedTimestampField; c != "" || v.External() {
+		return c
+	}
+	return "created_ts"
 }
 
 func errOrMissing(err error) error {

@@ -18,8 +18,8 @@ import (
 // table (each row's values name the table's columns; its event timestamp
 // fills the view's timestamp column), then recomputes the aggregates of
 // the keys the online tier holds, so the next read sees the events.
-func (s *Server) pushEvents(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, rows []*featurestorev1.PushRow) (*connect.Response[featurestorev1.PushResponse], error) {
-	now := time.Now()
+func (s *Server) pushEvents(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, rows []*featurestorev1.PushRow, plan *pushPlan) (*connect.Response[featurestorev1.PushResponse], error) {
+	now := plan.now
 	ents := repo.JoinKeys(v)
 	events := make([]offline.Event, len(rows))
 	keys := make([][]any, 0, len(rows))
@@ -62,7 +62,14 @@ func (s *Server) pushEvents(ctx context.Context, repo *definitions.Repo, v *defi
 		}
 		events[i] = ev
 	}
-	if err := s.store.InsertEvents(ctx, repo, v, events); err != nil {
+	batch, err := s.store.PrepareEvents(ctx, repo, v, events)
+	if err != nil {
+		return nil, rpcerr.Error(ctx, err)
+	}
+	insert := func() error { return s.store.InsertEventBatch(ctx, batch) }
+	stored := func() (uint64, error) { return s.store.StoredRows(ctx, batch.Table, batch.Columns, batch.Rows, plan.since()) }
+	replayed, err := s.storeOnce(ctx, plan, v.Name, len(rows), insert, stored)
+	if err != nil {
 		return nil, rpcerr.Error(ctx, err)
 	}
 	// The events are stored: recompute the keys' aggregates for the tier.
@@ -77,7 +84,7 @@ func (s *Server) pushEvents(ctx context.Context, repo *definitions.Repo, v *defi
 			s.log.Warn("online tier", "view", v.Name, "err", err)
 		}
 	}
-	return connect.NewResponse(&featurestorev1.PushResponse{RowsStored: int64(len(rows))}), nil
+	return connect.NewResponse(&featurestorev1.PushResponse{RowsStored: int64(len(rows)), Replayed: replayed}), nil
 }
 
 // eventValue reads a pushed value for an event column.

@@ -743,3 +743,40 @@ func TestGetOnlineFeaturesManyUncachedKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestPushIdempotencyKey: a push retried with its idempotency key stores
+// its rows once, on whichever replica the retry lands, and answers
+// replayed; the same key with other rows is refused.
+func TestPushIdempotencyKey(t *testing.T) {
+	e := newEnv(t, defs)
+	at := time.Now().UTC().Add(-time.Minute).Truncate(time.Second)
+	req := func(key string, orders int64) *connect.Request[featurestorev1.PushRequest] {
+		return connect.NewRequest(&featurestorev1.PushRequest{FeatureView: "customer_stats", IdempotencyKey: key, Rows: []*featurestorev1.PushRow{
+			pushRow(at, vals{"customer_id": str("c1"), "orders": i64(orders)}),
+			pushRow(at, vals{"customer_id": str("c2"), "orders": i64(orders + 1)}),
+		}})
+	}
+	first, err := e.srv.Push(e.ctx, req("k1", 5))
+	if err != nil || first.Msg.GetReplayed() || first.Msg.GetRowsStored() != 2 {
+		t.Fatalf("first push: %v %v", first, err)
+	}
+	time.Sleep(1100 * time.Millisecond) // a retry comes later: its own created time would differ
+	for _, srv := range []*featureserver.Server{e.srv, e.replica()} {
+		again, err := srv.Push(e.ctx, req("k1", 5))
+		if err != nil || !again.Msg.GetReplayed() || again.Msg.GetRowsStored() != 2 {
+			t.Fatalf("retry: %v %v, want replayed", again, err)
+		}
+	}
+	if n := e.count("customer_stats"); n != 2 {
+		t.Fatalf("%d rows stored after retries, want 2", n)
+	}
+	wantCode(t, func() error { _, err := e.srv.Push(e.ctx, req("k1", 6)); return err }(), connect.CodeInvalidArgument, `"k1"`)
+	wantCode(t, func() error { _, err := e.srv.Push(e.ctx, req(strings.Repeat("k", 129), 6)); return err }(), connect.CodeInvalidArgument, "idempotency_key")
+	// Another key is another push.
+	if r, err := e.srv.Push(e.ctx, req("k2", 6)); err != nil || r.Msg.GetReplayed() {
+		t.Fatalf("new key: %v %v", r, err)
+	}
+	if n := e.count("customer_stats"); n != 4 {
+		t.Fatalf("%d rows stored, want 4", n)
+	}
+}

@@ -21,19 +21,41 @@ type Event map[string]any
 // Each value must fit its column's type; errors name the event and the
 // column.
 func (s *Store) InsertEvents(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, events []Event) error {
+	b, err := s.PrepareEvents(ctx, repo, v, events)
+	if err != nil || b == nil {
+		return err
+	}
+	return s.InsertEventBatch(ctx, b)
+}
+
+// EventBatch is events checked against their table, ready to insert (or
+// to look for with StoredRows after an insert whose answer was lost).
+type EventBatch struct {
+	// Table is the event table ("db.name").
+	Table string
+	// Columns are the columns the events give, with their types.
+	Columns RowColumns
+	// Rows hold each event's values in Columns order, as the driver takes
+	// them.
+	Rows [][]any
+}
+
+// PrepareEvents checks events against the event table of windowed view v
+// (see InsertEvents); nil when there are none.
+func (s *Store) PrepareEvents(ctx context.Context, repo *definitions.Repo, v *definitions.FeatureView, events []Event) (*EventBatch, error) {
 	if !v.Windowed() {
-		return &EventError{Event: -1, Msg: fmt.Sprintf("feature view %q is not windowed: push its features instead", v.Name)}
+		return nil, &EventError{Event: -1, Msg: fmt.Sprintf("feature view %q is not windowed: push its features instead", v.Name)}
 	}
 	if len(events) == 0 {
-		return nil
+		return nil, nil
 	}
 	table := s.viewTable(v)
 	cols, ok, err := s.tableColumns(ctx, table)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !ok {
-		return fmt.Errorf("event table %s does not exist", table.Plain())
+		return nil, fmt.Errorf("event table %s does not exist", table.Plain())
 	}
 	types := map[string]string{}
 	for _, c := range cols {
@@ -50,51 +72,58 @@ func (s *Store) InsertEvents(ctx context.Context, repo *definitions.Repo, v *def
 	}
 	for _, r := range required {
 		if _, ok := events[0][r]; !ok {
-			return &EventError{Event: 0, Column: r, Msg: "no value (the view's join keys and timestamp are required)"}
+			return nil, &EventError{Event: 0, Column: r, Msg: "no value (the view's join keys and timestamp are required)"}
 		}
 	}
+	b := &EventBatch{Table: table.Plain(), Rows: make([][]any, len(events))}
 	for _, name := range names {
 		if _, ok := types[name]; !ok || name == InsertedAtColumn {
-			return &EventError{Event: 0, Msg: fmt.Sprintf("%s has no column %q", table.Plain(), name)}
+			return nil, &EventError{Event: 0, Msg: fmt.Sprintf("%s has no column %q", table.Plain(), name)}
 		}
+		b.Columns.Names = append(b.Columns.Names, name)
+		b.Columns.Types = append(b.Columns.Types, types[name])
 	}
-	columns := make([][]any, len(names))
 	for i, ev := range events {
 		if len(ev) != len(names) {
-			return &EventError{Event: i, Msg: fmt.Sprintf("it gives %d columns, event 0 gives %d (%s): every event gives the same columns", len(ev), len(names), strings.Join(names, ", "))}
+			return nil, &EventError{Event: i, Msg: fmt.Sprintf("it gives %d columns, event 0 gives %d (%s): every event gives the same columns", len(ev), len(names), strings.Join(names, ", "))}
 		}
+		row := make([]any, len(names))
 		for j, name := range names {
 			val, ok := ev[name]
 			if !ok {
-				return &EventError{Event: i, Column: name, Msg: "no value, though event 0 gives one"}
+				return nil, &EventError{Event: i, Column: name, Msg: "no value, though event 0 gives one"}
 			}
 			cv, err := columnValue(types[name], val)
 			if err != nil {
-				return &EventError{Event: i, Column: name, Msg: err.Error()}
+				return nil, &EventError{Event: i, Column: name, Msg: err.Error()}
 			}
-			columns[j] = append(columns[j], cv)
+			row[j] = cv
 		}
+		b.Rows[i] = row
 	}
-	quoted := make([]string, len(names))
-	for i, n := range names {
+	return b, nil
+}
+
+// InsertEventBatch stores prepared events in one insert.
+func (s *Store) InsertEventBatch(ctx context.Context, b *EventBatch) error {
+	quoted := make([]string, len(b.Columns.Names))
+	for i, n := range b.Columns.Names {
 		quoted[i] = QuoteIdent(n)
 	}
+	db, name, _ := strings.Cut(b.Table, ".")
+	table := tableRef{DB: db, Name: name}
 	batch, err := s.conn.PrepareBatch(ctx, fmt.Sprintf("INSERT INTO %s (%s)", table, strings.Join(quoted, ", ")))
 	if err != nil {
-		return fmt.Errorf("insert events into %s: %w", table.Plain(), err)
+		return fmt.Errorf("insert events into %s: %w", b.Table, err)
 	}
-	for i := range len(events) {
-		row := make([]any, len(names))
-		for j := range names {
-			row[j] = columns[j][i]
-		}
+	for i, row := range b.Rows {
 		if err := batch.Append(row...); err != nil {
-			batch.Abort()
-			return fmt.Errorf("insert events into %s: event %d: %w", table.Plain(), i, err)
+			_ = batch.Abort()
+			return fmt.Errorf("insert events into %s: event %d: %w", b.Table, i, err)
 		}
 	}
 	if err := batch.Send(); err != nil {
-		return fmt.Errorf("insert events into %s: %w", table.Plain(), err)
+		return fmt.Errorf("insert events into %s: %w", b.Table, err)
 	}
 	return nil
 }

@@ -381,8 +381,10 @@ func (s *Store) dropUnleased(ctx context.Context) []string {
 }
 
 // dropOldLeases drops the days of lease history older than leaseHistory,
-// except days holding a lease still unreleased.
+// except days holding a lease still unreleased, and the days of the push
+// log no idempotency key is remembered from.
 func (s *Store) dropOldLeases(ctx context.Context) {
+	s.dropOldDays(ctx, "push_log", int64(pushLogWindow/(24*time.Hour))+1)
 	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT DISTINCT partition FROM system.parts
 		WHERE database = ? AND table = 'leases' AND active
 		AND toUInt32OrZero(partition) < toYYYYMMDD(today() - ?)
@@ -404,6 +406,29 @@ func (s *Store) dropOldLeases(ctx context.Context) {
 	for _, p := range parts {
 		if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.leases DROP PARTITION %s", QuoteIdent(s.db), p)); err != nil {
 			s.log.Warn("drop old lease partition", "partition", p, "err", err)
+		}
+	}
+}
+
+// dropOldDays drops the daily partitions of table older than days.
+func (s *Store) dropOldDays(ctx context.Context, table string, days int64) {
+	rows, err := s.conn.Query(ctx, `SELECT DISTINCT partition FROM system.parts
+		WHERE database = ? AND table = ? AND active AND toUInt32OrZero(partition) < toYYYYMMDD(today() - ?)`, s.db, table, days)
+	if err != nil {
+		s.log.Warn("list old partitions", "table", table, "err", err)
+		return
+	}
+	var parts []string
+	for rows.Next() {
+		var p string
+		if rows.Scan(&p) == nil && p != "" && strings.Trim(p, "0123456789") == "" {
+			parts = append(parts, p)
+		}
+	}
+	rows.Close()
+	for _, p := range parts {
+		if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.%s DROP PARTITION %s", QuoteIdent(s.db), QuoteIdent(table), p)); err != nil {
+			s.log.Warn("drop old partition", "table", table, "partition", p, "err", err)
 		}
 	}
 }

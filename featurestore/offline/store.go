@@ -190,7 +190,7 @@ func (s *Store) bootstrap(ctx context.Context) error {
 			finished_at DateTime DEFAULT now()
 		) ENGINE = MergeTree ORDER BY (view, finished_at)`, QuoteIdent(s.db)),
 	}
-	stmts = append(stmts, createLeasesSQL(s.db))
+	stmts = append(stmts, createLeasesSQL(s.db), createPushLogSQL(s.db))
 	for _, q := range stmts {
 		if err := s.conn.Exec(ctx, q); err != nil {
 			return fmt.Errorf("bootstrap tailor tables: %w", err)

@@ -923,11 +923,17 @@ func (x *PushRow) GetCreatedTimestamp() *timestamppb.Timestamp {
 
 // PushRequest carries rows of one feature view.
 type PushRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	FeatureView   string                 `protobuf:"bytes,1,opt,name=feature_view,json=featureView,proto3" json:"feature_view,omitempty"`
-	Rows          []*PushRow             `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	FeatureView string                 `protobuf:"bytes,1,opt,name=feature_view,json=featureView,proto3" json:"feature_view,omitempty"`
+	Rows        []*PushRow             `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
+	// When set (at most 128 bytes), makes the push safe to retry: a push
+	// with a key already seen for the view in the last 24 hours stores its
+	// rows only if the first one did not, and answers replayed when it did.
+	// The same key with other rows is refused (INVALID_ARGUMENT). Rows
+	// without created_timestamp get the first attempt's.
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PushRequest) Reset() {
@@ -974,10 +980,20 @@ func (x *PushRequest) GetRows() []*PushRow {
 	return nil
 }
 
+func (x *PushRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 // PushResponse answers once every row is stored.
 type PushResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RowsStored    int64                  `protobuf:"varint,1,opt,name=rows_stored,json=rowsStored,proto3" json:"rows_stored,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	RowsStored int64                  `protobuf:"varint,1,opt,name=rows_stored,json=rowsStored,proto3" json:"rows_stored,omitempty"`
+	// The rows were stored by an earlier push with the same idempotency_key;
+	// this one stored nothing again.
+	Replayed      bool `protobuf:"varint,2,opt,name=replayed,proto3" json:"replayed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1017,6 +1033,13 @@ func (x *PushResponse) GetRowsStored() int64 {
 		return x.RowsStored
 	}
 	return 0
+}
+
+func (x *PushResponse) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
 }
 
 // MaterializeRequest selects what to load into the online tier.
@@ -1862,13 +1885,15 @@ const file_tailor_featurestore_v1_featurestore_proto_rawDesc = "" +
 	"\x11created_timestamp\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x10createdTimestamp\x1aX\n" +
 	"\vValuesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x123\n" +
-	"\x05value\x18\x02 \x01(\v2\x1d.tailor.featurestore.v1.ValueR\x05value:\x028\x01\"e\n" +
+	"\x05value\x18\x02 \x01(\v2\x1d.tailor.featurestore.v1.ValueR\x05value:\x028\x01\"\x8e\x01\n" +
 	"\vPushRequest\x12!\n" +
 	"\ffeature_view\x18\x01 \x01(\tR\vfeatureView\x123\n" +
-	"\x04rows\x18\x02 \x03(\v2\x1f.tailor.featurestore.v1.PushRowR\x04rows\"/\n" +
+	"\x04rows\x18\x02 \x03(\v2\x1f.tailor.featurestore.v1.PushRowR\x04rows\x12'\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"K\n" +
 	"\fPushResponse\x12\x1f\n" +
 	"\vrows_stored\x18\x01 \x01(\x03R\n" +
-	"rowsStored\"\xbb\x01\n" +
+	"rowsStored\x12\x1a\n" +
+	"\breplayed\x18\x02 \x01(\bR\breplayed\"\xbb\x01\n" +
 	"\x12MaterializeRequest\x12#\n" +
 	"\rfeature_views\x18\x01 \x03(\tR\ffeatureViews\x120\n" +
 	"\x05start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
