@@ -67,7 +67,9 @@ func (s *Server) pushEvents(ctx context.Context, repo *definitions.Repo, v *defi
 		return nil, rpcerr.Error(ctx, err)
 	}
 	insert := func() error { return s.store.InsertEventBatch(ctx, batch) }
-	stored := func() (uint64, error) { return s.store.StoredRows(ctx, batch.Table, batch.Columns, batch.Rows, plan.since()) }
+	stored := func() (uint64, error) {
+		return s.store.StoredRows(ctx, batch.Table, batch.Columns, batch.Rows, plan.since())
+	}
 	replayed, err := s.storeOnce(ctx, plan, v.Name, len(rows), insert, stored)
 	if err != nil {
 		return nil, rpcerr.Error(ctx, err)
