@@ -42,18 +42,19 @@ const (
 )
 
 // CompressionError is a compression that does not exist or does not
-// apply to the output's format.
+// apply to the output.
 type CompressionError struct {
 	// Value is the compression asked for.
 	Value string
-	// Format is the output's format when the compression does not apply
-	// to it; empty when Value is not a known compression.
-	Format Format
+	// Output names the output it does not apply to (a format such as
+	// "csv", or another kind of output); empty when Value is not a known
+	// compression.
+	Output string
 }
 
 func (e *CompressionError) Error() string {
-	if e.Format != "" {
-		return fmt.Sprintf("compression %s applies to Parquet only: %s files are written uncompressed", e.Value, e.Format)
+	if e.Output != "" {
+		return fmt.Sprintf("compression %s applies to Parquet files only, not to %s output", e.Value, e.Output)
 	}
 	return fmt.Sprintf("unknown compression %q (valid: zstd, snappy, none)", e.Value)
 }
@@ -77,7 +78,7 @@ func ParseCompression(s string) (Compression, error) {
 func CheckCompression(f Format, c Compression) (Compression, error) {
 	if f != Parquet {
 		if c != "" {
-			return "", &CompressionError{Value: string(c), Format: f}
+			return "", &CompressionError{Value: string(c), Output: string(f)}
 		}
 		return "", nil
 	}

@@ -427,7 +427,7 @@ func TestParseCompression(t *testing.T) {
 	for _, in := range []string{"gzip", "lz4", "uncompressed", "zst"} {
 		_, err := ParseCompression(in)
 		var ce *CompressionError
-		if !errors.As(err, &ce) || ce.Value != in || ce.Format != "" || !strings.Contains(err.Error(), "zstd, snappy, none") {
+		if !errors.As(err, &ce) || ce.Value != in || ce.Output != "" || !strings.Contains(err.Error(), "zstd, snappy, none") {
 			t.Errorf("ParseCompression(%q) error = %v, want a CompressionError listing the valid values", in, err)
 		}
 	}
@@ -464,7 +464,7 @@ func TestCompressionOnlyForParquet(t *testing.T) {
 		if err != nil && (!errors.As(err, &ce) || ce.Value != string(tc.compression)) {
 			t.Errorf("%s: error %v is not a CompressionError naming %q", name, err, tc.compression)
 		}
-		if tc.format != Parquet && err != nil && (ce.Format != tc.format || !strings.Contains(err.Error(), "Parquet only")) {
+		if tc.format != Parquet && err != nil && (ce.Output != string(tc.format) || !strings.Contains(err.Error(), "Parquet files only")) {
 			t.Errorf("%s: error %v, want one saying compression is for Parquet only", name, err)
 		}
 		w, werr := NewWriter(io.Discard, tc.format, schema, WriteOptions{Compression: tc.compression})
