@@ -190,8 +190,14 @@ func (e *MismatchError) Error() string {
 func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out, entities string, progress func(stage string, rows int64)) (Result, error) {
 	// The same bytes come only in the same format: an output named for
 	// another one would hold what its name does not say.
-	if f, err := tablefile.DetectFormat(out, ""); err == nil && m.Format != StreamFormat && string(f) != m.Format {
-		return Result{}, fmt.Errorf("snapshot %s was exported as %s: reproduce it into a .%s file (%s would be %s)", m.SnapshotID, m.Format, m.Format, out, f)
+	if f, err := tablefile.DetectFormat(out, ""); err == nil {
+		switch {
+		case m.Format == StreamFormat && f != tablefile.Arrow:
+			// A streamed export reproduces as the Arrow IPC stream.
+			return Result{}, fmt.Errorf("snapshot %s was streamed (Arrow IPC stream): reproduce it into a .arrows file (%s would be %s)", m.SnapshotID, out, f)
+		case m.Format != StreamFormat && string(f) != m.Format:
+			return Result{}, fmt.Errorf("snapshot %s was exported as %s: reproduce it into a .%s file (%s would be %s)", m.SnapshotID, m.Format, m.Format, out, f)
+		}
 	}
 	av, err := store.AppliedAt(ctx, m.DefinitionsVersion)
 	if err != nil {
