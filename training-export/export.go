@@ -38,6 +38,11 @@ type Request struct {
 	Out string
 	// Format is the output format (default: from Out's extension).
 	Format string
+	// Compression is the Parquet output's compression: zstd (the default
+	// when empty), snappy or none. Other formats are written
+	// uncompressed and refuse it. The manifest records it, so a
+	// reproduction writes the same bytes.
+	Compression string
 	// FullNames names feature columns view__feature.
 	FullNames bool
 	// TimestampColumn is the entity timestamp column (default event_timestamp).
@@ -77,12 +82,13 @@ func Export(ctx context.Context, store *offline.Store, repo *definitions.Repo, r
 	if req.Out == "" {
 		return Result{}, requestErrorf("no output file: pass --out FILE")
 	}
-	outFormat, err := tablefile.DetectFormat(req.Out, req.Format)
+	outFormat, opt, err := OutputOptions(req.Out, req.Format, req.Compression)
 	if err != nil {
 		return Result{}, err
 	}
+	req.Compression = string(opt.Compression)
 	return export(ctx, store, repo, req, string(outFormat), func(src offline.RecordSource, progress func(int64)) (int64, string, error) {
-		rows, err := WriteFile(req.Out, outFormat, src, progress)
+		rows, err := WriteFile(req.Out, outFormat, opt, src, progress)
 		if err != nil {
 			return 0, "", err
 		}
@@ -108,11 +114,32 @@ func requestErrorf(format string, args ...any) error {
 // StreamFormat is the format of streamed exports: an Arrow IPC stream.
 const StreamFormat = "arrow-stream"
 
+// OutputOptions is how a file output is written: its format (format, or
+// else out's extension) and its writer options, with compression (empty:
+// the default) checked against the format. The options name the
+// compression the file gets: zstd, snappy or none for Parquet, nothing
+// for CSV and Arrow IPC, which refuse one (a *tablefile.CompressionError).
+func OutputOptions(out, format, compression string) (tablefile.Format, tablefile.WriteOptions, error) {
+	f, err := tablefile.DetectFormat(out, format)
+	if err != nil {
+		return "", tablefile.WriteOptions{}, err
+	}
+	c, err := tablefile.CheckCompression(f, tablefile.Compression(compression))
+	if err != nil {
+		return "", tablefile.WriteOptions{}, err
+	}
+	return f, tablefile.WriteOptions{Compression: c}, nil
+}
+
 // ExportStream runs req like Export but writes the answer to w as an Arrow
 // IPC stream, record batch by record batch, so memory stays flat in the
 // export's size; req.Out is ignored and the manifest is recorded in
-// ClickHouse only.
+// ClickHouse only. The stream is not compressed: req.Compression must be
+// empty.
 func ExportStream(ctx context.Context, store *offline.Store, repo *definitions.Repo, req Request, w io.Writer) (Result, error) {
+	if req.Compression != "" {
+		return Result{}, &tablefile.CompressionError{Value: req.Compression, Output: StreamFormat}
+	}
 	req.Out = ""
 	return export(ctx, store, repo, req, StreamFormat, func(src offline.RecordSource, progress func(int64)) (int64, string, error) {
 		h := sha256.New()
@@ -245,13 +272,14 @@ func uploadFile(ctx context.Context, store *offline.Store, req Request, opt offl
 	return store.UploadEntities(ctx, req.EntitiesFile, r, opt)
 }
 
-// WriteFile streams src into a temporary file beside path and renames it
-// into place only when complete, so a failed export leaves no partial file
-// behind; progress, when set, is told the rows written so far.
-func WriteFile(path string, f tablefile.Format, src offline.RecordSource, progress func(int64)) (int64, error) {
+// WriteFile streams src into a temporary file beside path, written in
+// format f with opt, and renames it into place only when complete, so a
+// failed export leaves no partial file behind; progress, when set, is
+// told the rows written so far.
+func WriteFile(path string, f tablefile.Format, opt tablefile.WriteOptions, src offline.RecordSource, progress func(int64)) (int64, error) {
 	var rows int64
 	err := writeAtomically(path, func(out io.Writer) error {
-		w, err := tablefile.NewWriter(out, f, src.Schema(), tablefile.WriteOptions{})
+		w, err := tablefile.NewWriter(out, f, src.Schema(), opt)
 		if err != nil {
 			return err
 		}

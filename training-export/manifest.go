@@ -37,6 +37,10 @@ type Manifest struct {
 	TimeRange [2]time.Time `json:"time_range"`
 	File      string       `json:"file"`
 	Format    string       `json:"format"`
+	// Compression is a Parquet file's compression (zstd, snappy or
+	// none); empty for other formats. A manifest written before it was
+	// recorded describes a zstd Parquet file.
+	Compression string `json:"compression,omitempty"`
 	// ContentSHA256 is the hash of the exported file's bytes.
 	ContentSHA256 string `json:"content_sha256"`
 	// Model is the model version a scoring run used (name:version).
@@ -181,17 +185,23 @@ func (e *MismatchError) Error() string {
 func (e *MismatchError) FailedPrecondition() bool { return true }
 
 // Reproduce exports a manifest's snapshot again into out: the same
-// definitions version, entity rows, features, format and watermark. The
-// entity rows are the manifest's own (SQL, inline rows, the recorded file)
-// or entities, a file whose sha256 must be the recorded one (required for
-// rows a client uploaded). A streamed export is reproduced as the same
-// Arrow IPC stream bytes. An entity file that changed since, or a result
-// whose bytes differ, is an error.
+// definitions version, entity rows, features, format (and Parquet
+// compression) and watermark. The entity rows are the manifest's own (SQL,
+// inline rows, the recorded file) or entities, a file whose sha256 must be
+// the recorded one (required for rows a client uploaded). A streamed
+// export is reproduced as the same Arrow IPC stream bytes. An entity file
+// that changed since, or a result whose bytes differ, is an error.
 func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out, entities string, progress func(stage string, rows int64)) (Result, error) {
 	// The same bytes come only in the same format: an output named for
 	// another one would hold what its name does not say.
-	if f, err := tablefile.DetectFormat(out, ""); err == nil && m.Format != StreamFormat && string(f) != m.Format {
-		return Result{}, fmt.Errorf("snapshot %s was exported as %s: reproduce it into a .%s file (%s would be %s)", m.SnapshotID, m.Format, m.Format, out, f)
+	if f, err := tablefile.DetectFormat(out, ""); err == nil {
+		switch {
+		case m.Format == StreamFormat && f != tablefile.Arrow:
+			// A streamed export reproduces as the Arrow IPC stream.
+			return Result{}, fmt.Errorf("snapshot %s was streamed (Arrow IPC stream): reproduce it into a .arrows file (%s would be %s)", m.SnapshotID, out, f)
+		case m.Format != StreamFormat && string(f) != m.Format:
+			return Result{}, fmt.Errorf("snapshot %s was exported as %s: reproduce it into a .%s file (%s would be %s)", m.SnapshotID, m.Format, m.Format, out, f)
+		}
 	}
 	av, err := store.AppliedAt(ctx, m.DefinitionsVersion)
 	if err != nil {
@@ -201,7 +211,7 @@ func Reproduce(ctx context.Context, store *offline.Store, m *Manifest, out, enti
 		return Result{}, fmt.Errorf("snapshot %s: definitions version %d is not in the store", m.SnapshotID, m.DefinitionsVersion)
 	}
 	req := Request{
-		Out: out, Format: m.Format, FullNames: m.FullNames, TimestampColumn: m.Entities.TimestampColumn,
+		Out: out, Format: m.Format, Compression: m.Compression, FullNames: m.FullNames, TimestampColumn: m.Entities.TimestampColumn,
 		Progress: progress, DefinitionsVersion: m.DefinitionsVersion, Watermark: m.Watermark, SnapshotID: m.SnapshotID,
 	}
 	for _, c := range m.Features {
@@ -296,7 +306,7 @@ func manifestFor(req Request, refs []definitions.FeatureRef, set *offline.Entity
 	now := time.Now().UTC()
 	m := &Manifest{
 		SnapshotID: req.SnapshotID, CreatedAt: now, Watermark: watermark, DefinitionsVersion: req.DefinitionsVersion,
-		Service: req.Service, FullNames: req.FullNames, Rows: rows, Format: format,
+		Service: req.Service, FullNames: req.FullNames, Rows: rows, Format: format, Compression: req.Compression,
 		TailorVersion: tailorVersion(), ContentSHA256: contentSHA,
 	}
 	if req.Out != "" {

@@ -43,6 +43,10 @@ type ScoreRequest struct {
 	// Out is the result file (Parquet, CSV or Arrow IPC by extension or
 	// Format); it appears only once complete.
 	Out, Format string
+	// Compression is a Parquet Out's compression: zstd (the default when
+	// empty), snappy or none. CSV and Arrow IPC files and tables refuse
+	// it.
+	Compression string
 	// DefinitionsVersion is the applied version repo is, for the record of
 	// the run.
 	DefinitionsVersion uint64
@@ -107,11 +111,15 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 		return ScoreResult{}, errors.New("no instant: pass --at TIME")
 	}
 	var outFormat tablefile.Format
-	if req.Out != "" {
+	var wopt tablefile.WriteOptions
+	switch {
+	case req.Out != "":
 		var err error
-		if outFormat, err = tablefile.DetectFormat(req.Out, req.Format); err != nil {
+		if outFormat, wopt, err = OutputOptions(req.Out, req.Format, req.Compression); err != nil {
 			return ScoreResult{}, err
 		}
+	case req.Compression != "":
+		return ScoreResult{}, &tablefile.CompressionError{Value: req.Compression, Output: "ClickHouse table"}
 	}
 	snapshot := startWatermark(ctx, store)
 	v, err := reg.Resolve(ctx, req.Model)
@@ -260,7 +268,7 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 					outSchema = scoreSchema(b.rec.Schema(), nEntity, v.Spec, b.outs)
 					if table == nil {
 						var err error
-						if w, err = tablefile.Create(tmp, outFormat, outSchema, tablefile.WriteOptions{}); err != nil {
+						if w, err = tablefile.Create(tmp, outFormat, outSchema, wopt); err != nil {
 							return err
 						}
 					}
@@ -324,7 +332,7 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 	// The run's record: what was scored, by which version, as of when.
 	at := req.At.UTC()
 	m := &Manifest{SnapshotID: snapshotID, CreatedAt: time.Now().UTC(), Watermark: watermark, DefinitionsVersion: req.DefinitionsVersion,
-		Rows: rows, Format: string(outFormat), TailorVersion: tailorVersion(), Model: fmt.Sprintf("%s:%d", v.Name, v.Version), At: &at}
+		Rows: rows, Format: string(outFormat), Compression: string(wopt.Compression), TailorVersion: tailorVersion(), Model: fmt.Sprintf("%s:%d", v.Name, v.Version), At: &at}
 	if req.Table != "" {
 		m.Format, m.File = "clickhouse", req.Table
 	} else {

@@ -29,10 +29,11 @@ type NBARequest struct {
 	Config *nba.Config
 	// K is how many products per customer (default 5).
 	K int
-	// The entity rows, the instant, the output: as for ScoreRequest.
+	// The entity rows, the instant, the output and its compression: as
+	// for ScoreRequest.
 	EntitiesFile, EntitiesFormat, EntitiesSQL string
 	At                                        time.Time
-	Out, Format                               string
+	Out, Format, Compression                  string
 	Progress                                  func(stage string, rows int64)
 }
 
@@ -104,7 +105,7 @@ func ScoreNextBestAction(ctx context.Context, store *offline.Store, reg Models, 
 	if req.Out == "" || req.At.IsZero() {
 		return ScoreResult{}, errors.New("pass --out FILE and --at TIME")
 	}
-	outFormat, err := tablefile.DetectFormat(req.Out, req.Format)
+	outFormat, wopt, err := OutputOptions(req.Out, req.Format, req.Compression)
 	if err != nil {
 		return ScoreResult{}, err
 	}
@@ -186,7 +187,7 @@ func ScoreNextBestAction(ctx context.Context, store *offline.Store, reg Models, 
 	schema := arrow.NewSchema(fields, nil)
 	tmp := filepath.Join(filepath.Dir(req.Out), "."+filepath.Base(req.Out)+".scoring")
 	defer os.Remove(tmp)
-	w, err := tablefile.Create(tmp, outFormat, schema, tablefile.WriteOptions{})
+	w, err := tablefile.Create(tmp, outFormat, schema, wopt)
 	if err != nil {
 		return ScoreResult{}, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -75,7 +76,7 @@ func (a *app) ingest(ctx context.Context, store *offline.Store, av *offline.Appl
 
 func (a *app) exportCmd() *cobra.Command {
 	var req trainingexport.Request
-	var features, manifest, server string
+	var features, manifest, server, compression string
 	cmd := &cobra.Command{
 		Use:   "export --entities FILE (--features view:feat,view:* | --service NAME) --out FILE",
 		Short: "Export a point-in-time-correct training set",
@@ -84,6 +85,9 @@ func (a *app) exportCmd() *cobra.Command {
 			"greatest event timestamp <= the row's timestamp and >= timestamp - ttl, ties broken by the\n" +
 			"created timestamp; none gives null. One output row per entity row, in input order; features\n" +
 			"follow the entity columns in the requested order. The join runs inside ClickHouse.\n\n" +
+			"Output formats: Parquet (column chunks compressed with --compression: zstd by default,\n" +
+			"snappy or none), Arrow IPC (the file format, uncompressed) and CSV (uncompressed); --server\n" +
+			"receives an Arrow IPC stream and writes it in the format of --out like any export.\n\n" +
 			"Every export is a snapshot: the views are read as of an insertion-time watermark, and a\n" +
 			"manifest (OUT.manifest.json, also kept in ClickHouse) records the snapshot id, definitions\n" +
 			"version, features with types, entity source, rows, time range and content hash.\n" +
@@ -108,6 +112,15 @@ func (a *app) exportCmd() *cobra.Command {
 				if req.Format != "" && req.Format != m.Format {
 					return fmt.Errorf("--format %s: snapshot %s was exported as %s, and reproduces only in that format", req.Format, m.SnapshotID, m.Format)
 				}
+				if cmd.Flags().Changed("compression") {
+					recorded := m.Compression
+					if recorded == "" && m.Format == string(tablefile.Parquet) {
+						recorded = string(tablefile.Zstd) // manifests before compression was recorded
+					}
+					if c, err := tablefile.ParseCompression(compression); err != nil || recorded == "" || string(c) != recorded {
+						return fmt.Errorf("--compression %s: snapshot %s was exported as %s%s, and reproduces only so (leave --compression out)", compression, m.SnapshotID, m.Format, compressedWith(recorded))
+					}
+				}
 				store, err := a.openStore(ctx)
 				if err != nil {
 					return err
@@ -121,6 +134,10 @@ func (a *app) exportCmd() *cobra.Command {
 				}
 				fmt.Fprintf(a.out, "%s: snapshot %s reproduced: %d rows, sha256 %s (as recorded)\n", req.Out, m.SnapshotID, res.Rows, res.Manifest.ContentSHA256)
 				return nil
+			}
+			var err error
+			if req.Compression, err = compressionFlag(cmd, compression, req.Out, req.Format); err != nil {
+				return err
 			}
 			if server != "" {
 				return a.exportOverServer(cmd.Context(), server, req)
@@ -149,6 +166,7 @@ func (a *app) exportCmd() *cobra.Command {
 	f.StringVar(&req.Service, "service", "", "export the features of this feature service")
 	f.StringVar(&req.Out, "out", "", "output file")
 	f.StringVar(&req.Format, "format", "", "output format: parquet, arrow or csv (default: from --out's extension)")
+	compressionFlagVar(cmd, &compression)
 	f.BoolVar(&req.FullNames, "full-names", false, "name feature columns view__feature")
 	f.StringVar(&req.TimestampColumn, "timestamp-column", offline.DefaultTimestampColumn, "entity timestamp column")
 	f.StringVar(&manifest, "manifest", "", "reproduce the export this manifest records (with --out)")
@@ -163,7 +181,7 @@ func (a *app) exportOverServer(ctx context.Context, server string, req traininge
 	if req.Out == "" {
 		return fmt.Errorf("no output file: pass --out FILE")
 	}
-	outFormat, err := tablefile.DetectFormat(req.Out, req.Format)
+	outFormat, wopt, err := trainingexport.OutputOptions(req.Out, req.Format, req.Compression)
 	if err != nil {
 		return err
 	}
@@ -222,7 +240,7 @@ func (a *app) exportOverServer(ctx context.Context, server string, req traininge
 	}
 	defer r.Close()
 	p := newProgress(a.errOut)
-	rows, err := trainingexport.WriteFile(req.Out, outFormat, r, func(n int64) { p.update("export over "+server, n) })
+	rows, err := trainingexport.WriteFile(req.Out, outFormat, wopt, r, func(n int64) { p.update("export over "+server, n) })
 	p.done()
 	if err != nil {
 		return err
@@ -233,4 +251,37 @@ func (a *app) exportOverServer(ctx context.Context, server string, req traininge
 	}
 	fmt.Fprintf(a.out, "%s: %d rows over %s; manifest %s\n", req.Out, rows, server, trainingexport.ManifestPath(req.Out))
 	return nil
+}
+
+// compressionFlagVar declares --compression.
+func compressionFlagVar(cmd *cobra.Command, value *string) {
+	cmd.Flags().StringVar(value, "compression", string(tablefile.Zstd), "Parquet compression: zstd, snappy or none (CSV and Arrow IPC are written uncompressed and refuse it)")
+}
+
+// compressionFlag is the --compression value to ask for: empty when the
+// flag is not given (the output format's default), else the value,
+// checked against the output's format so that a mistake is refused before
+// anything runs and named by its flag.
+func compressionFlag(cmd *cobra.Command, value, out, format string) (string, error) {
+	if !cmd.Flags().Changed("compression") {
+		return "", nil
+	}
+	if out == "" {
+		return value, nil
+	}
+	if _, _, err := trainingexport.OutputOptions(out, format, value); err != nil {
+		var ce *tablefile.CompressionError
+		if errors.As(err, &ce) {
+			return "", fmt.Errorf("--compression: %w", err)
+		}
+	}
+	return value, nil
+}
+
+// compressedWith describes a recorded compression for messages.
+func compressedWith(c string) string {
+	if c == "" {
+		return ""
+	}
+	return " with " + c + " compression"
 }

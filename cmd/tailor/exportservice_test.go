@@ -213,6 +213,12 @@ func TestExportServiceManifestsReproduce(t *testing.T) {
 		t.Fatalf("reproduced inline export:\n%s\nwas\n%s", got, before["inline"])
 	}
 
+	// The stream's bytes are not Parquet or CSV: a file named so is refused.
+	for _, name := range []string{"inline.parquet", "inline.csv"} {
+		mustContain(t, c.fails("export", "--manifest", manifests["inline"], "--out", filepath.Join(dir, name)), "Arrow IPC stream", ".arrows")
+		assertNoFile(t, filepath.Join(dir, name))
+	}
+
 	out = filepath.Join(dir, "upload.arrows")
 	mustContain(t, c.fails("export", "--manifest", manifests["upload"], "--out", out), "uploaded", "--entities", "entities.csv")
 	other := filepath.Join(dir, "other.csv")

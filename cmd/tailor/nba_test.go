@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/apache/arrow-go/v18/parquet/compress"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	featurestorev1 "github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1"
@@ -301,6 +302,16 @@ fallback: {products: [p8, p7, p6, p5, p4, p3], channel: email, send_after: 2d}
 	lines := strings.Split(strings.TrimSpace(readFile(t, batchOut)), "\n")
 	if lines[0] != "customer_id,products,product_scores,send_at,channel,fallback,fallback_reasons,models" || len(lines) != len(ids)+1 {
 		t.Fatalf("batch answer:\n%s", readFile(t, batchOut))
+	}
+	// The same answers as Parquet, compressed as asked.
+	pqOut := filepath.Join(dir, "nba.parquet")
+	c.ok("score", "--next-best-action", "--nba", filepath.Join(dir, "nba.yaml"), "--k", "3", "--entities", ents,
+		"--at", now.Format(time.RFC3339), "--out", pqOut, "--compression", "snappy")
+	if codecs := parquetCodecs(t, pqOut); len(codecs) != 1 || !codecs[compress.Codecs.Snappy] {
+		t.Errorf("the Parquet answers' column chunks use %v, want snappy", codecs)
+	}
+	if _, got := toCSV(t, pqOut); got != readFile(t, batchOut) {
+		t.Errorf("the Parquet answers read back as\n%s\nthe CSV ones are\n%s", got, readFile(t, batchOut))
 	}
 	for i, id := range ids {
 		resp, err := client.NextBestAction(ctx, connect.NewRequest(&servingv1.NextBestActionRequest{

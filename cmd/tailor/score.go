@@ -15,7 +15,7 @@ import (
 
 func (a *app) scoreCmd() *cobra.Command {
 	var req trainingexport.ScoreRequest
-	var at, nbaFile string
+	var at, nbaFile, compression string
 	var nextBest bool
 	var k int
 	cmd := &cobra.Command{
@@ -23,7 +23,8 @@ func (a *app) scoreCmd() *cobra.Command {
 		Short: "Score a whole population with a registered model at one instant",
 		Long: "score reads every entity's point-in-time features at --at (as of a snapshot watermark), runs\n" +
 			"the model on ONNX Runtime batch by batch, and writes the entity columns, the model and version,\n" +
-			"and one column per output value (output__label) to --out (Parquet, CSV or Arrow IPC).",
+			"and one column per output value (output__label) to --out (Parquet, CSV or Arrow IPC; Parquet is\n" +
+			"compressed with --compression, zstd by default).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -32,6 +33,12 @@ func (a *app) scoreCmd() *cobra.Command {
 				return fmt.Errorf("--at: %w", err)
 			}
 			req.At = t
+			if req.Table != "" && cmd.Flags().Changed("compression") {
+				return fmt.Errorf("--compression applies to Parquet files (--out), not to --table")
+			}
+			if req.Compression, err = compressionFlag(cmd, compression, req.Out, req.Format); err != nil {
+				return err
+			}
 			return a.withApplied(ctx, func(store *offline.Store, av *offline.AppliedVersion) error {
 				reg, err := registry.New(ctx, store.Conn(), store.Database(), registry.InspectONNX, a.log)
 				if err != nil {
@@ -51,7 +58,7 @@ func (a *app) scoreCmd() *cobra.Command {
 					p := newProgress(a.errOut)
 					res, err := trainingexport.ScoreNextBestAction(ctx, store, reg, av.Repo, trainingexport.NBARequest{
 						Config: cfg, K: k, EntitiesFile: req.EntitiesFile, EntitiesFormat: req.EntitiesFormat, EntitiesSQL: req.EntitiesSQL,
-						At: req.At, Out: req.Out, Format: req.Format, Progress: p.update,
+						At: req.At, Out: req.Out, Format: req.Format, Compression: req.Compression, Progress: p.update,
 					})
 					p.done()
 					if err != nil {
@@ -93,5 +100,6 @@ func (a *app) scoreCmd() *cobra.Command {
 	f.StringVar(&nbaFile, "nba", "", "with --next-best-action: the next-best-action configuration (as for tailor serve --nba)")
 	f.IntVar(&k, "k", 5, "with --next-best-action: products per entity")
 	f.StringVar(&req.Format, "format", "", "output format: parquet, arrow or csv (default: from --out's extension)")
+	compressionFlagVar(cmd, &compression)
 	return cmd
 }

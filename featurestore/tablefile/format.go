@@ -28,6 +28,63 @@ const (
 	Arrow Format = "arrow"
 )
 
+// Compression is the codec of a Parquet file's column chunks.
+type Compression string
+
+// The Parquet compressions tailor writes.
+const (
+	// Zstd is Zstandard, the default (an empty Compression means it).
+	Zstd Compression = "zstd"
+	// Snappy is Snappy, faster to write and read, larger.
+	Snappy Compression = "snappy"
+	// Uncompressed leaves the column chunks as they are encoded.
+	Uncompressed Compression = "none"
+)
+
+// CompressionError is a compression that does not exist or does not
+// apply to the output.
+type CompressionError struct {
+	// Value is the compression asked for.
+	Value string
+	// Output names the output it does not apply to (a format such as
+	// "csv", or another kind of output); empty when Value is not a known
+	// compression.
+	Output string
+}
+
+func (e *CompressionError) Error() string {
+	if e.Output != "" {
+		return fmt.Sprintf("compression %s applies to Parquet files only, not to %s output", e.Value, e.Output)
+	}
+	return fmt.Sprintf("unknown compression %q (valid: zstd, snappy, none)", e.Value)
+}
+
+// ParseCompression parses a --compression value: "zstd", "snappy" or
+// "none", in any case; empty is the default, zstd.
+func ParseCompression(s string) (Compression, error) {
+	switch c := Compression(strings.ToLower(strings.TrimSpace(s))); c {
+	case "":
+		return Zstd, nil
+	case Zstd, Snappy, Uncompressed:
+		return c, nil
+	}
+	return "", &CompressionError{Value: s}
+}
+
+// CheckCompression returns the compression a file of format f is written
+// with when c is asked for: for Parquet the codec c names (zstd when
+// empty); for CSV and Arrow IPC, which are written uncompressed, nothing,
+// and an error if c is not empty.
+func CheckCompression(f Format, c Compression) (Compression, error) {
+	if f != Parquet {
+		if c != "" {
+			return "", &CompressionError{Value: string(c), Output: string(f)}
+		}
+		return "", nil
+	}
+	return ParseCompression(string(c))
+}
+
 // ParseFormat parses a --format value: "csv", "parquet" (or "pq"), "arrow"
 // (or "ipc", "feather"), in any case.
 func ParseFormat(s string) (Format, error) {

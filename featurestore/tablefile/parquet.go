@@ -88,16 +88,18 @@ type parquetWriter struct {
 	cut bool // start a new row group at the next write
 }
 
-func parquetCodec(name string) (compress.Compression, error) {
-	switch name {
-	case "", "zstd":
-		return compress.Codecs.Zstd, nil
-	case "snappy":
+func parquetCodec(c Compression) (compress.Compression, error) {
+	c, err := ParseCompression(string(c))
+	if err != nil {
+		return 0, err
+	}
+	switch c {
+	case Snappy:
 		return compress.Codecs.Snappy, nil
-	case "none":
+	case Uncompressed:
 		return compress.Codecs.Uncompressed, nil
 	}
-	return 0, fmt.Errorf("unknown Parquet compression %q (valid: zstd, snappy, none)", name)
+	return compress.Codecs.Zstd, nil
 }
 
 func newParquetWriter(w io.Writer, schema *arrow.Schema, opt WriteOptions) (*parquetWriter, error) {

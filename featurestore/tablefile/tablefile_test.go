@@ -18,6 +18,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/file"
 )
 
 var tsUTC = &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
@@ -351,20 +353,133 @@ func TestWriterErrors(t *testing.T) {
 	})
 }
 
+// TestParquetCompressions writes a file with each compression, reads it
+// back, and checks in the Parquet metadata that every column chunk of
+// every row group uses the codec asked for.
 func TestParquetCompressions(t *testing.T) {
 	rec := sample(t)
 	defer rec.Release()
 	_, body, _ := strings.Cut(sampleCSV, "\n")
-	for _, c := range []string{"", "zstd", "snappy", "none"} {
-		t.Run(c, func(t *testing.T) {
-			r, err := Open(writeFile(t, Parquet, rec.Schema(), WriteOptions{Compression: c}, rec), Parquet, ReadOptions{})
+	for _, tc := range []struct {
+		compression Compression
+		want        compress.Compression
+	}{
+		{"", compress.Codecs.Zstd},
+		{Zstd, compress.Codecs.Zstd},
+		{Snappy, compress.Codecs.Snappy},
+		{Uncompressed, compress.Codecs.Uncompressed},
+		{"SNAPPY", compress.Codecs.Snappy},
+	} {
+		t.Run(string(tc.compression), func(t *testing.T) {
+			path := writeFile(t, Parquet, rec.Schema(), WriteOptions{Compression: tc.compression}, rec, rec)
+			r, err := Open(path, Parquet, ReadOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, text := drain(t, r); !strings.HasSuffix(text, body) {
+			if _, text := drain(t, r); !strings.HasSuffix(text, body+body) {
 				t.Errorf("read back %q", text)
 			}
+			if got := parquetCodecs(t, path); len(got) != 1 || !got[tc.want] {
+				t.Errorf("column chunks use %v, want only %v", got, tc.want)
+			}
 		})
+	}
+}
+
+// parquetCodecs reads the codec of every column chunk of a Parquet file
+// from its metadata.
+func parquetCodecs(t *testing.T, path string) map[compress.Compression]bool {
+	t.Helper()
+	pf, err := file.OpenParquetFile(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	codecs := map[compress.Compression]bool{}
+	md := pf.MetaData()
+	if md.NumRowGroups() == 0 {
+		t.Fatalf("%s has no row groups", path)
+	}
+	for g := range md.NumRowGroups() {
+		rg := md.RowGroup(g)
+		for c := range rg.NumColumns() {
+			cc, err := rg.ColumnChunk(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			codecs[cc.Compression()] = true
+		}
+	}
+	return codecs
+}
+
+func TestParseCompression(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want Compression
+	}{
+		{"", Zstd}, {"zstd", Zstd}, {" ZSTD ", Zstd}, {"snappy", Snappy}, {"none", Uncompressed}, {"None", Uncompressed},
+	} {
+		if got, err := ParseCompression(tc.in); err != nil || got != tc.want {
+			t.Errorf("ParseCompression(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+	for _, in := range []string{"gzip", "lz4", "uncompressed", "zst"} {
+		_, err := ParseCompression(in)
+		var ce *CompressionError
+		if !errors.As(err, &ce) || ce.Value != in || ce.Output != "" || !strings.Contains(err.Error(), "zstd, snappy, none") {
+			t.Errorf("ParseCompression(%q) error = %v, want a CompressionError listing the valid values", in, err)
+		}
+	}
+}
+
+// TestCompressionOnlyForParquet: CSV and Arrow IPC are written
+// uncompressed, and asking for a compression there is an error, from
+// CheckCompression and from the writers alike.
+func TestCompressionOnlyForParquet(t *testing.T) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int64}}, nil)
+	for _, tc := range []struct {
+		format      Format
+		compression Compression
+		want        Compression
+		ok          bool
+	}{
+		{Parquet, "", Zstd, true},
+		{Parquet, Snappy, Snappy, true},
+		{Parquet, Uncompressed, Uncompressed, true},
+		{Parquet, "brotli", "", false},
+		{CSV, "", "", true},
+		{Arrow, "", "", true},
+		{CSV, Zstd, "", false},
+		{CSV, Uncompressed, "", false},
+		{Arrow, Snappy, "", false},
+		{Arrow, "brotli", "", false},
+	} {
+		name := fmt.Sprintf("%s/%s", tc.format, tc.compression)
+		got, err := CheckCompression(tc.format, tc.compression)
+		if got != tc.want || (err == nil) != tc.ok {
+			t.Errorf("%s: CheckCompression = %q, %v; want %q, ok %v", name, got, err, tc.want, tc.ok)
+		}
+		var ce *CompressionError
+		if err != nil && (!errors.As(err, &ce) || ce.Value != string(tc.compression)) {
+			t.Errorf("%s: error %v is not a CompressionError naming %q", name, err, tc.compression)
+		}
+		if tc.format != Parquet && err != nil && (ce.Output != string(tc.format) || !strings.Contains(err.Error(), "Parquet files only")) {
+			t.Errorf("%s: error %v, want one saying compression is for Parquet only", name, err)
+		}
+		w, werr := NewWriter(io.Discard, tc.format, schema, WriteOptions{Compression: tc.compression})
+		if (werr == nil) != tc.ok {
+			t.Errorf("%s: NewWriter error = %v, want ok %v", name, werr, tc.ok)
+		}
+		if werr != nil && w != nil {
+			t.Errorf("%s: NewWriter returned a Writer (%#v) with its error", name, w)
+			w = nil
+		}
+		if w != nil {
+			if err := w.Close(); err != nil {
+				t.Errorf("%s: Close: %v", name, err)
+			}
+		}
 	}
 }
 

@@ -11,9 +11,11 @@ import (
 
 // WriteOptions tunes writers.
 type WriteOptions struct {
-	// Compression of Parquet files: "zstd" (default), "snappy" or "none".
-	// CSV and Arrow files are written uncompressed.
-	Compression string
+	// Compression of Parquet column chunks: Zstd (the default when
+	// empty), Snappy or Uncompressed. CSV and Arrow IPC files are written
+	// uncompressed: their writers refuse any Compression (see
+	// CheckCompression).
+	Compression Compression
 }
 
 // Writer writes record batches of one schema to a file. A Writer is not
@@ -57,11 +59,16 @@ func Create(path string, f Format, schema *arrow.Schema, opt WriteOptions) (Writ
 // here, not at the first Write.
 //
 // Parquet stores the Arrow schema, so time zones and list types read back
-// as they were, and buffers rows into row groups of up to 131072 rows.
+// as they were, compresses column chunks with opt.Compression (zstd by
+// default), and buffers rows into row groups of up to 131072 rows.
 // Arrow is the IPC file format (what pyarrow.feather and
 // pyarrow.ipc.open_file read).
 func NewWriter(w io.Writer, f Format, schema *arrow.Schema, opt WriteOptions) (Writer, error) {
-	return newWriter(w, f, schema, opt)
+	wr, err := newWriter(w, f, schema, opt)
+	if err != nil {
+		return nil, err // not a Writer holding a nil *checkedWriter
+	}
+	return wr, nil
 }
 
 // formatWriter is one format's writer, fed only records of its schema.
@@ -79,6 +86,11 @@ func newWriter(w io.Writer, f Format, schema *arrow.Schema, opt WriteOptions) (w
 			wr, err = nil, fmt.Errorf("%s writer: %v", f, p)
 		}
 	}()
+	if f == CSV || f == Arrow {
+		if _, err := CheckCompression(f, opt.Compression); err != nil {
+			return nil, err
+		}
+	}
 	var fw formatWriter
 	switch f {
 	case CSV:
