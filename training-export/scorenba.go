@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,17 +39,19 @@ type NBARequest struct {
 }
 
 // pitFeatures answers the next-best-action service's one feature fetch
-// from a point-in-time row instead of the online tier.
+// from a point-in-time row instead of the online tier: a feature whose
+// view had a row at the instant (within its ttl) is PRESENT, as online,
+// and one whose view had none is NOT_FOUND (online it may be
+// OUTSIDE_MAX_AGE; the service treats both alike).
 type pitFeatures struct {
-	values map[string]any // ref -> value at the instant (nil: none)
+	values map[string]any  // ref -> value at the instant (nil: null or none)
+	found  map[string]bool // view -> it had a row
 }
 
 func (p *pitFeatures) Get(_ context.Context, _ *definitions.Repo, refs []definitions.FeatureRef, rows onlinestore.EntityRows) ([][]onlinestore.Result, error) {
 	vals := make([]any, len(refs))
-	known := false
 	for j, r := range refs {
 		vals[j] = p.values[r.String()]
-		known = known || !absent(vals[j])
 	}
 	out := make([][]onlinestore.Result, rows.Len())
 	row, err := onlinetier.NewRow(0, 0, vals)
@@ -58,31 +61,14 @@ func (p *pitFeatures) Get(_ context.Context, _ *definitions.Repo, refs []definit
 	for i := range out {
 		out[i] = make([]onlinestore.Result, len(refs))
 		for j, r := range refs {
-			switch {
-			case !known:
-				out[i][j].Status = onlinestore.NotFound
-			default:
+			if p.found[r.View] {
 				out[i][j] = onlinestore.Result{Status: onlinestore.Present, Row: row, Index: j, Type: r.Type}
+			} else {
+				out[i][j].Status = onlinestore.NotFound
 			}
 		}
 	}
 	return out, nil
-}
-
-// absent reports a value the point-in-time join gives when the view has
-// no row: null, or an empty array (array columns hold no nulls).
-func absent(v any) bool {
-	switch x := v.(type) {
-	case nil:
-		return true
-	case []string:
-		return len(x) == 0
-	case []int64:
-		return len(x) == 0
-	case []float32:
-		return len(x) == 0
-	}
-	return false
 }
 
 // oneRow is a single entity row's join keys.
@@ -165,12 +151,18 @@ func ScoreNextBestAction(ctx context.Context, store *offline.Store, reg Models, 
 	if err != nil {
 		return ScoreResult{}, err
 	}
-	ret, err := store.Retrieve(ctx, repo, set, refs, offline.RetrieveOptions{FullNames: true, StoredBefore: watermark, BatchRows: 4096})
+	ret, err := store.Retrieve(ctx, repo, set, refs, offline.RetrieveOptions{FullNames: true, StoredBefore: watermark, BatchRows: 4096, Found: true})
 	if err != nil {
 		return ScoreResult{}, err
 	}
 	defer ret.Close()
-	nEntity := len(ret.Schema().Fields()) - len(refs)
+	var views []string
+	for _, r := range refs {
+		if !slices.Contains(views, r.View) {
+			views = append(views, r.View)
+		}
+	}
+	nEntity := len(ret.Schema().Fields()) - len(refs) - len(views)
 
 	var fields []arrow.Field
 	for _, f := range ret.Schema().Fields()[:nEntity] {
@@ -234,6 +226,11 @@ func ScoreNextBestAction(ctx context.Context, store *offline.Store, reg Models, 
 					return ScoreResult{}, fmt.Errorf("feature %s: %w", r, err)
 				}
 				feats.values[r.String()] = v
+			}
+			feats.found = map[string]bool{}
+			for k, view := range views {
+				found := rec.Column(nEntity + len(refs) + k).(*array.Boolean)
+				feats.found[view] = found.IsValid(i) && found.Value(i)
 			}
 			ans, err := svc.Answer(ctx, nba.Request{Entity: entity, K: req.K, At: req.At})
 			if err != nil {

@@ -212,6 +212,11 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 			if err != nil {
 				return nil, fmt.Errorf("row %d: feature %q (%s): %v", i, f.Name, f.Type, err)
 			}
+			if val == nil && f.Type.IsArray() {
+				// ClickHouse stores a null array as an empty one: the
+				// tier must hold what a read-through would find.
+				val = emptyArray(f.Type)
+			}
 			pr.values[j] = val
 			appendArrow(b.Field(col), val)
 			col++
@@ -219,6 +224,17 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 	}
 	out.rec = b.NewRecordBatch()
 	return out, nil
+}
+
+// emptyArray is the empty value of an array type.
+func emptyArray(t definitions.ValueType) any {
+	switch t {
+	case definitions.ArrayFloat32:
+		return []float32{}
+	case definitions.ArrayInt64:
+		return []int64{}
+	}
+	return []string{}
 }
 
 // checkTimestamp refuses a timestamp that is malformed or outside the

@@ -53,7 +53,15 @@ type RetrieveOptions struct {
 	// insertion-time watermark (see SnapshotWatermark): rows stored later
 	// are ignored, so the answer can be reproduced.
 	StoredBefore time.Time
+	// Found adds, after the features, one boolean column per view read
+	// (named FoundColumn(view), in order of first reference) saying
+	// whether the view had a row for the entity row: what the online
+	// tier calls PRESENT, as opposed to a row with null values.
+	Found bool
 }
+
+// FoundColumn names the column RetrieveOptions.Found adds for view.
+func FoundColumn(view string) string { return "__found__" + view }
 
 // OutputName is the column name of a feature in a retrieval's output.
 func OutputName(r definitions.FeatureRef, fullNames bool) string {
@@ -190,12 +198,22 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 		fields = append(fields, arrow.Field{Name: name, Type: ArrowType(f.Type), Nullable: true})
 		sinks = append(sinks, newSink(f.Type, false))
 		// The view's subquery returns its features as one tuple; a view
-		// without a row for the entity row leaves __found at 0.
+		// without a row for the entity row leaves __found at 0. Arrays
+		// cannot be Nullable in ClickHouse: their sink reads the flag
+		// beside them and writes null, as the online tier answers.
 		val := fmt.Sprintf("tupleElement(__v%d, %d)", p.idx, len(p.feats))
 		if f.Type.IsArray() {
-			exprs = append(exprs, val)
+			exprs = append(exprs, val, fmt.Sprintf("toUInt8(__found%d)", p.idx))
+			sinks[len(sinks)-1] = &foundList{sink: sinks[len(sinks)-1]}
 		} else {
 			exprs = append(exprs, fmt.Sprintf("if(__found%d = 1, toNullable(%s), NULL)", p.idx, canonical(f.Type, val)))
+		}
+	}
+	if opt.Found {
+		for _, p := range parts {
+			fields = append(fields, arrow.Field{Name: FoundColumn(p.view.Name), Type: arrow.FixedWidthTypes.Boolean})
+			exprs = append(exprs, fmt.Sprintf("toNullable(toUInt8(__found%d))", p.idx))
+			sinks = append(sinks, newSink(definitions.Bool, false))
 		}
 	}
 
@@ -252,10 +270,13 @@ func (s *Store) Retrieve(ctx context.Context, repo *definitions.Repo, set *Entit
 	}
 	schema := arrow.NewSchema(fields, nil)
 	rb := array.NewRecordBuilder(memory.DefaultAllocator, schema)
-	dests := make([]any, len(sinks))
+	dests := make([]any, 0, len(exprs))
 	for i, sk := range sinks {
 		sk.bind(rb.Field(i))
-		dests[i] = sk.dest()
+		dests = append(dests, sk.dest())
+		if fl, ok := sk.(*foundList); ok {
+			dests = append(dests, &fl.found)
+		}
 	}
 	return &Retrieval{rows: rows, schema: schema, rb: rb, sinks: sinks, dests: dests, batch: opt.BatchRows, sql: query, Unversioned: unversioned}, nil
 }
@@ -501,6 +522,28 @@ func (s *listSink[T]) bind(b array.Builder) {
 	case *array.StringBuilder:
 		s.vb = any(func(v []string) { vb.AppendValues(v, nil) }).(func([]T))
 	}
+}
+
+// foundList is an array feature's sink that writes null when its view had
+// no row for the entity row (the flag scanned beside it), as the online
+// tier answers NOT_FOUND, not an empty array.
+type foundList struct {
+	sink
+	found uint8
+	nul   func()
+}
+
+func (f *foundList) bind(b array.Builder) {
+	f.sink.bind(b)
+	f.nul = b.AppendNull
+}
+
+func (f *foundList) append() {
+	if f.found == 0 {
+		f.nul()
+		return
+	}
+	f.sink.append()
 }
 
 // textSink decodes a column stored as text whose type was inferred: every

@@ -333,13 +333,16 @@ func boolNum(b bool) float64 {
 
 // Number reads a scalar as a number, as inputs are assembled (trainers
 // encode their training sets with it too): booleans are 0/1, timestamps
-// Unix seconds; text that is a number counts too.
+// Unix seconds; text that is a number counts too. NaN and infinities are
+// not numbers here: they are missing (the default, and the missing
+// indicator set), in training and serving alike.
 func Number(v any) (float64, bool) {
 	switch x := v.(type) {
 	case float64:
-		return x, true
+		return x, !math.IsNaN(x) && !math.IsInf(x, 0)
 	case float32:
-		return float64(x), true
+		f := float64(x)
+		return f, !math.IsNaN(f) && !math.IsInf(f, 0)
 	case int64:
 		return float64(x), true
 	case int32:
@@ -355,7 +358,7 @@ func Number(v any) (float64, bool) {
 		return float64(x.Unix()), true
 	case string:
 		f, err := strconv.ParseFloat(x, 64)
-		return f, err == nil && !math.IsNaN(f)
+		return f, err == nil && !math.IsNaN(f) && !math.IsInf(f, 0)
 	}
 	return 0, false
 }

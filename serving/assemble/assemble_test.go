@@ -1,6 +1,7 @@
 package assemble_test
 
 import (
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -131,5 +132,21 @@ func BenchmarkFill(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		p.Fill(rows)
+	}
+}
+
+// TestNumberNaNIsMissing: NaN and infinities are missing values, as the
+// trainers read them, so a model sees the default and the missing
+// indicator in serving as in training.
+func TestNumberNaNIsMissing(t *testing.T) {
+	for _, v := range []any{math.NaN(), math.Inf(1), math.Inf(-1), float32(math.NaN()), float32(math.Inf(1)), "NaN", "inf", "-Inf"} {
+		if f, ok := assemble.Number(v); ok {
+			t.Errorf("Number(%v) = %v, true; want missing", v, f)
+		}
+	}
+	for _, v := range []any{1.5, float32(2), int64(3), "4.5", true} {
+		if _, ok := assemble.Number(v); !ok {
+			t.Errorf("Number(%v) is missing; want a number", v)
+		}
 	}
 }

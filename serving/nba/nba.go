@@ -241,10 +241,8 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 		default:
 			for i := range refs {
 				res := &results[0][i]
-				if res.Status != onlinestore.NotFound {
-					known = true
-				}
 				if res.Status == onlinestore.Present {
+					known = true
 					values[i] = res.Value()
 				}
 			}
@@ -257,7 +255,7 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 		case fetchFailed != "":
 			t.failed = fetchFailed
 		case !known:
-			t.failed = "customer unknown: no feature has a row for it"
+			t.failed = "customer unknown: no feature has a current row for it (none, or all older than their views' ttl)"
 		}
 	}
 	// Run the models that can answer.

@@ -225,13 +225,8 @@ func labelText(arr arrow.Array, i int) string {
 }
 
 // number is a feature value as the model sees it: serving's own
-// conversion, with a float64 NaN or infinity read as missing.
-func number(v any) (float64, bool) {
-	if f, ok := v.(float64); ok && (math.IsNaN(f) || math.IsInf(f, 0)) {
-		return 0, false
-	}
-	return assemble.Number(v)
-}
+// conversion (NaN and infinities are missing).
+func number(v any) (float64, bool) { return assemble.Number(v) }
 
 // finish fixes the feature's encoding from the values read.
 func (f *Feature) finish(vocab int) {
