@@ -43,6 +43,10 @@ type Options struct {
 	Full func() bool
 	// Progress, when set, is called with each view's running count.
 	Progress func(Progress)
+	// At is the instant whose latest rows are loaded (default: now, as
+	// ClickHouse's clock says): the rows a point-in-time export at At
+	// would give, for a tier whose reads judge time by the same instant.
+	At time.Time
 }
 
 // Progress is how far a run has come in one view.
@@ -158,7 +162,11 @@ func runView(ctx context.Context, store *offline.Store, repo *definitions.Repo, 
 		return Result{}, err
 	}
 	res := Result{View: v.Name, Watermark: now.Add(-overlap)}
-	scan := offline.ScanOptions{At: now, Start: opt.Start, End: opt.End}
+	at := now
+	if !opt.At.IsZero() {
+		at = opt.At
+	}
+	scan := offline.ScanOptions{At: at, Start: opt.Start, End: opt.End}
 	if opt.Incremental {
 		w, ok, err := store.LastWatermark(ctx, v.Name)
 		if err != nil {
