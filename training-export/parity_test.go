@@ -918,3 +918,47 @@ func readScores(t *testing.T, path string, width int) [][]float64 {
 	}
 	return out
 }
+
+// TestExportServicePoolExhausted: when every ClickHouse connection of the
+// server is busy, an export is Unavailable (a fault of the server side,
+// worth retrying later), not InvalidArgument.
+func TestExportServicePoolExhausted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	base, _ := parityStore(t, ctx)
+	small, err := offline.Open(ctx, dsn+"?max_open_conns=2&dial_timeout=300ms", offline.Options{Database: base.Database(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	av, err := small.Applied(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exports := exportService(t, small, av)
+	busy := make(chan error, 2)
+	for range 2 {
+		go func() {
+			var x uint8
+			busy <- small.Conn().QueryRow(ctx, "SELECT sleep(3)").Scan(&x)
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // both connections are taken
+	stream, err := exports.client.ExportTrainingSet(ctx, connect.NewRequest(&exportv1.ExportTrainingSetRequest{
+		Features: []string{"cust:orders"},
+		Entities: &exportv1.ExportTrainingSetRequest_Sql{Sql: "SELECT 'c00' AS customer_id, now() AS event_timestamp"},
+	}))
+	if err == nil {
+		for stream.Receive() {
+		}
+		err = stream.Err()
+	}
+	if connect.CodeOf(err) != connect.CodeUnavailable {
+		t.Fatalf("export with every connection busy: %v, want Unavailable", err)
+	}
+	for range 2 {
+		if err := <-busy; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

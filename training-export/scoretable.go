@@ -36,17 +36,13 @@ func newTableSink(ctx context.Context, store *offline.Store, table string) (*tab
 	if d, n, ok := strings.Cut(table, "."); ok {
 		db, name = d, n
 	}
-	l, err := store.Lease(ctx, offline.LeaseTables, time.Time{})
+	id := offline.NewLeaseID()
+	t := &tableSink{store: store, db: db, table: name, stage: "_stage_scores_" + id, ctx: ctx}
+	l, err := store.Lease(ctx, id, offline.LeaseTables, time.Time{}, offline.TableName{DB: db, Name: t.stage}, offline.TableName{DB: db, Name: t.old()})
 	if err != nil {
 		return nil, fmt.Errorf("score into %s: %w", table, err)
 	}
-	t := &tableSink{store: store, db: db, table: name, stage: "_stage_scores_" + l.ID, lease: l, ctx: ctx}
-	for _, n := range []string{t.stage, t.old()} {
-		if err := l.Own(ctx, db, n); err != nil {
-			l.Release(ctx)
-			return nil, fmt.Errorf("score into %s: %w", table, err)
-		}
-	}
+	t.lease = l
 	return t, nil
 }
 

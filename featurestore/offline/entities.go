@@ -107,17 +107,13 @@ func (e *EntitySet) first() tableRef { return tableRef{DB: e.table.DB, Name: e.t
 // newEntitySet takes the lease of a new entity set and records its tables
 // in it, before any of them exists.
 func (s *Store) newEntitySet(ctx context.Context, tsColumn string) (*EntitySet, error) {
-	l, err := s.Lease(ctx, LeaseTables, time.Time{})
+	id := NewLeaseID()
+	set := &EntitySet{store: s, table: tableRef{DB: s.db, Name: "_entities_" + id}, keys: map[string]string{}, TimestampColumn: tsColumn, minTS: math.MaxInt64, maxTS: math.MinInt64}
+	l, err := s.Lease(ctx, id, LeaseTables, time.Time{}, TableName(set.table), TableName(set.first()))
 	if err != nil {
 		return nil, fmt.Errorf("entity set: %w", err)
 	}
-	set := &EntitySet{store: s, table: tableRef{DB: s.db, Name: "_entities_" + l.ID}, lease: l, keys: map[string]string{}, TimestampColumn: tsColumn, minTS: math.MaxInt64, maxTS: math.MinInt64}
-	for _, t := range []tableRef{set.table, set.first()} {
-		if err := l.Own(ctx, t.DB, t.Name); err != nil {
-			l.Release(ctx)
-			return nil, fmt.Errorf("entity set: %w", err)
-		}
-	}
+	set.lease = l
 	return set, nil
 }
 

@@ -118,29 +118,24 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 		if opt.Unlogged {
 			kind = LeaseTables // nothing to hold back: only the staging table
 		}
-		if lease, err = s.Lease(ctx, kind, storedFrom); err != nil {
+		id := NewLeaseID()
+		stage = tableRef{DB: s.db, Name: fmt.Sprintf("_stage_%s_%s", v.Name, id)}
+		if lease, err = s.Lease(ctx, id, kind, storedFrom, TableName(stage)); err != nil {
 			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
 		}
-		stage = tableRef{DB: s.db, Name: fmt.Sprintf("_stage_%s_%s", v.Name, lease.ID)}
-		dropped := false
 		defer func() {
 			// The staging table goes whatever happened; a cancelled ctx
 			// must not leave it behind. If it cannot be dropped, the lease
-			// stays unreleased and expires, and a sweep drops the table.
+			// stays unreleased, and a sweep drops the table once this
+			// process is gone.
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
 			if err := s.conn.Exec(dctx, "DROP TABLE IF EXISTS "+stage.String()); err != nil {
 				s.log.Warn("drop staging table", "table", stage.Plain(), "err", err)
-			} else {
-				dropped = true
+				return
 			}
-			if dropped {
-				lease.Release(dctx)
-			}
+			lease.Release(dctx)
 		}()
-		if err := lease.Own(ctx, stage.DB, stage.Name); err != nil {
-			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
-		}
 		create := fmt.Sprintf("CREATE TABLE %s AS %s", stage, table)
 		if v.External() {
 			create += " ENGINE = MergeTree ORDER BY tuple()"

@@ -49,18 +49,24 @@ var liveHolders = fmt.Sprintf("(SELECT substring(query_id, %d, 16) FROM system.p
 const leaseHistory = 7 * 24 * time.Hour
 
 func createLeasesSQL(db string) string {
-	// One row per event of a lease: taken, table owned, released.
-	// Partitioned by day so old days are dropped whole.
+	// Two rows per lease: taken (with the tables it owns), and released.
+	// Partitioned by day so old days are dropped whole; ordered by kind
+	// so that the running ingestions are found without a scan.
 	return fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s.leases (
 		id String,
 		holder String,
 		kind String,
-		object String,
+		objects Array(String),
 		stored_from DateTime,
 		released UInt8,
 		at DateTime DEFAULT now()
-	) ENGINE = MergeTree PARTITION BY toYYYYMMDD(at) ORDER BY (id, at)`, QuoteIdent(db))
+	) ENGINE = MergeTree PARTITION BY toYYYYMMDD(at) ORDER BY (kind, id, at)`, QuoteIdent(db))
 }
+
+// sweepWindow is how far back a sweep looks for leases of dead
+// processes; a lease older than that whose holder died unseen is left to
+// the rule for tables no lease names, once its rows age out.
+const sweepWindow = 2 * 24 * time.Hour
 
 // ErrLeaseLost is work whose lease ClickHouse may have judged dead while
 // it ran (its holder's token ended): an ingestion refuses to publish rows
@@ -90,39 +96,44 @@ type leaseKeeper struct {
 
 	runs int // token runs so far, numbering their query ids
 
-	mu      sync.Mutex
-	held    map[string]*Lease
-	running chan struct{} // closed when the token is confirmed running
-	stop    context.CancelFunc
-	done    chan struct{}
+	mu        sync.Mutex
+	held      map[string]*Lease
+	housekept time.Time     // when a sweep last did the slower work
+	running   chan struct{} // closed when the token is confirmed running
+	stop      context.CancelFunc
+	done      chan struct{}
 }
 
 func newLeaseKeeper(conn *retryingConn, db string, log *slog.Logger) *leaseKeeper {
 	return &leaseKeeper{conn: conn, table: QuoteIdent(db) + ".leases", holder: randomHex(8), log: log, held: map[string]*Lease{}}
 }
 
-// Lease takes a new lease of kind (LeaseIngest or LeaseTables). For an
-// ingestion, storedFrom is when its rows start being stored. It returns
-// once ClickHouse sees the lease alive.
-func (s *Store) Lease(ctx context.Context, kind string, storedFrom time.Time) (*Lease, error) {
-	l := &Lease{ID: randomHex(8), kind: kind, from: storedFrom, k: s.leases}
+// NewLeaseID returns the id of a lease about to be taken, so that the
+// tables it will own can be named after it.
+func NewLeaseID() string { return randomHex(8) }
+
+// TableName names a table a lease owns.
+type TableName struct{ DB, Name string }
+
+// Lease takes lease id (from NewLeaseID) of kind (LeaseIngest or
+// LeaseTables), owning tables: a sweep drops them once the holder is
+// gone, so take the lease before creating them. For an ingestion,
+// storedFrom is when its rows start being stored. It returns once
+// ClickHouse sees the lease alive.
+func (s *Store) Lease(ctx context.Context, id, kind string, storedFrom time.Time, tables ...TableName) (*Lease, error) {
+	l := &Lease{ID: id, kind: kind, from: storedFrom, k: s.leases}
 	if err := s.leases.hold(ctx, l); err != nil {
 		return nil, fmt.Errorf("take a lease: %w", err)
 	}
-	if err := s.leases.insert(ctx, l, "", 0); err != nil {
+	objects := make([]string, len(tables))
+	for i, t := range tables {
+		objects[i] = tableRef(t).String()
+	}
+	if err := s.leases.insert(ctx, l, objects, 0); err != nil {
 		l.k.drop(l)
 		return nil, fmt.Errorf("take a lease: %w", err)
 	}
 	return l, nil
-}
-
-// Own records that the lease owns table db.name, so that a sweep drops it
-// once the holder is gone. Record a table before creating it.
-func (l *Lease) Own(ctx context.Context, db, name string) error {
-	if err := l.k.insert(ctx, l, tableRef{DB: db, Name: name}.String(), 0); err != nil {
-		return fmt.Errorf("record table %s.%s in lease %s: %w", db, name, l.ID, err)
-	}
-	return nil
 }
 
 // Held reports whether ClickHouse has seen the lease alive all along
@@ -138,16 +149,25 @@ func (l *Lease) Release(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := l.k.insert(ctx, l, "", 1); err != nil {
+	if err := l.k.insert(ctx, l, nil, 1); err != nil {
 		l.k.log.Warn("release lease (it ends with the process)", "lease", l.ID, "err", err)
 	}
 	l.k.drop(l)
 }
 
-func (k *leaseKeeper) insert(ctx context.Context, l *Lease, object string, released uint8) error {
-	return k.conn.Exec(Idempotent(ctx), fmt.Sprintf(
-		"INSERT INTO %s (id, holder, kind, object, stored_from, released) SELECT ?, ?, ?, ?, toDateTime(?), toUInt8(?)", k.table),
-		l.ID, k.holder, l.kind, object, max(l.from.Unix(), 0), released)
+func (k *leaseKeeper) insert(ctx context.Context, l *Lease, objects []string, released uint8) error {
+	b, err := k.conn.PrepareBatch(ctx, "INSERT INTO "+k.table+" (id, holder, kind, objects, stored_from, released)")
+	if err != nil {
+		return err
+	}
+	if objects == nil {
+		objects = []string{}
+	}
+	if err := b.Append(l.ID, k.holder, l.kind, objects, time.Unix(max(l.from.Unix(), 0), 0).UTC(), released); err != nil {
+		_ = b.Abort()
+		return err
+	}
+	return b.Send()
 }
 
 // hold adds l to the held leases, starting the token if it is not
@@ -188,16 +208,18 @@ func (k *leaseKeeper) drop(l *Lease) {
 	}
 }
 
-// close stops the token and releases the leases still held.
+// close stops the token. Leases still held (their work did not finish
+// cleanly) are not released: the next sweep drops their tables, as for a
+// process that died.
 func (k *leaseKeeper) close() {
 	k.mu.Lock()
-	var held []*Lease
-	for _, l := range k.held {
-		held = append(held, l)
-	}
+	stop, done := k.stop, k.done
+	k.stop, k.done, k.running = nil, nil, nil
+	k.held = map[string]*Lease{}
 	k.mu.Unlock()
-	for _, l := range held {
-		l.Release(context.Background())
+	if stop != nil {
+		stop()
+		<-done
 	}
 }
 
@@ -282,21 +304,22 @@ const abandonedAfter = 24 * time.Hour
 // tables dropped.
 func (s *Store) Sweep(ctx context.Context) []string {
 	var dropped []string
-	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT id, any(holder), groupUniqArray(object) FROM %s.leases GROUP BY id
+	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT id, any(holder), any(kind), groupUniqArrayArray(objects) FROM %s.leases
+		WHERE at > now() - ? GROUP BY id
 		HAVING max(released) = 0 AND any(holder) NOT IN %s`,
-		QuoteIdent(s.db), liveHolders))
+		QuoteIdent(s.db), liveHolders), int64(sweepWindow/time.Second))
 	if err != nil {
 		s.log.Warn("list leases of dead processes", "err", err)
 		return nil
 	}
 	type dead struct {
-		id, holder string
-		objects    []string
+		id, holder, kind string
+		objects          []string
 	}
 	var leases []dead
 	for rows.Next() {
 		var d dead
-		if rows.Scan(&d.id, &d.holder, &d.objects) == nil {
+		if rows.Scan(&d.id, &d.holder, &d.kind, &d.objects) == nil {
 			leases = append(leases, d)
 		}
 	}
@@ -318,17 +341,35 @@ func (s *Store) Sweep(ctx context.Context) []string {
 			// Released on the dead holder's behalf, so later sweeps pass
 			// it by.
 			err := s.conn.Exec(Idempotent(ctx), fmt.Sprintf(
-				"INSERT INTO %s.leases (id, holder, kind, object, stored_from, released) SELECT ?, ?, '', '', toDateTime(0), 1", QuoteIdent(s.db)),
-				d.id, d.holder)
+				"INSERT INTO %s.leases (id, holder, kind, objects, stored_from, released) SELECT ?, ?, ?, [], toDateTime(0), 1", QuoteIdent(s.db)),
+				d.id, d.holder, d.kind)
 			if err != nil {
 				s.log.Warn("close a lease of a dead process", "lease", d.id, "err", err)
 			}
 			s.log.Info("swept the lease of a dead process", "lease", d.id, "tables", len(d.objects))
 		}
 	}
-	dropped = append(dropped, s.dropUnleased(ctx)...)
-	s.dropOldLeases(ctx)
+	if s.leases.dueForHousekeeping() {
+		dropped = append(dropped, s.dropUnleased(ctx)...)
+		s.dropOldLeases(ctx)
+	}
 	return dropped
+}
+
+// housekeepingEvery spaces the sweeps' slower work: tables no lease names,
+// and old days of history.
+const housekeepingEvery = time.Hour
+
+// dueForHousekeeping reports whether a sweep should do the slower work
+// now, and if so marks it done.
+func (k *leaseKeeper) dueForHousekeeping() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if !k.housekept.IsZero() && time.Since(k.housekept) < housekeepingEvery {
+		return false
+	}
+	k.housekept = time.Now()
+	return true
 }
 
 // dropUnleased drops staging and entity tables that no lease names once
@@ -353,7 +394,7 @@ func (s *Store) dropUnleased(ctx context.Context) []string {
 		return nil
 	}
 	leased := map[string]bool{}
-	rows, err = s.conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT object FROM %s.leases", QuoteIdent(s.db)))
+	rows, err = s.conn.Query(ctx, fmt.Sprintf("SELECT DISTINCT arrayJoin(objects) FROM %s.leases", QuoteIdent(s.db)))
 	if err != nil {
 		s.log.Warn("list leased tables", "err", err)
 		return nil

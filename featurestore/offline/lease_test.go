@@ -28,12 +28,10 @@ func TestLeasesOfDeadProcesses(t *testing.T) {
 	}
 	defer owner.Close()
 
-	tables, err := owner.Lease(ctx, offline.LeaseTables, time.Time{})
+	id := offline.NewLeaseID()
+	stage := "_stage_v_" + id
+	tables, err := owner.Lease(ctx, id, offline.LeaseTables, time.Time{}, offline.TableName{DB: db, Name: stage})
 	if err != nil {
-		t.Fatal(err)
-	}
-	stage := "_stage_v_" + tables.ID
-	if err := tables.Own(ctx, db, stage); err != nil {
 		t.Fatal(err)
 	}
 	if err := owner.Conn().Exec(ctx, "CREATE TABLE "+db+"."+stage+" (x UInt8) ENGINE = Memory"); err != nil {
@@ -44,7 +42,7 @@ func TestLeasesOfDeadProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	from = from.Add(-time.Hour)
-	ingest, err := owner.Lease(ctx, offline.LeaseIngest, from)
+	ingest, err := owner.Lease(ctx, offline.NewLeaseID(), offline.LeaseIngest, from)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,8 +137,8 @@ func resolvingDialer(addr func() (string, error)) func(ctx context.Context, fall
 // Logger is the store's structured logger.
 func (s *Store) Logger() *slog.Logger { return s.log }
 
-// Close releases the connections, first releasing the leases this store
-// still holds so that nobody waits for them to expire.
+// Close ends the store's lease token and releases the connections; the
+// tables of leases still held are dropped by the next sweep.
 func (s *Store) Close() error {
 	s.leases.close()
 	return errors.Join(s.conn.Close(), s.leases.conn.Close())
