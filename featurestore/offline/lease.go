@@ -99,6 +99,7 @@ type leaseKeeper struct {
 	mu        sync.Mutex
 	held      map[string]*Lease
 	housekept time.Time     // when a sweep last did the slower work
+	lastErr   error         // why the token last ended
 	running   chan struct{} // closed when the token is confirmed running
 	stop      context.CancelFunc
 	done      chan struct{}
@@ -178,18 +179,30 @@ func (k *leaseKeeper) hold(ctx context.Context, l *Lease) error {
 	if k.stop == nil {
 		tctx, stop := context.WithCancel(context.Background())
 		k.stop, k.done, k.running = stop, make(chan struct{}), make(chan struct{})
-		go k.token(tctx, k.running, k.done)
+		go k.token(tctx, k.done)
 	}
 	running := k.running
 	k.mu.Unlock()
+	timer := time.NewTimer(tokenStartTimeout)
+	defer timer.Stop()
 	select {
 	case <-running:
 		return nil
 	case <-ctx.Done():
 		k.drop(l)
 		return ctx.Err()
+	case <-timer.C:
+		k.drop(l)
+		k.mu.Lock()
+		err := k.lastErr
+		k.mu.Unlock()
+		return fmt.Errorf("%w: the lease token did not start in %s: %v", ErrUnavailable, tokenStartTimeout, err)
 	}
 }
+
+// tokenStartTimeout bounds how long taking a lease waits for the token to
+// run (ClickHouse down, say).
+const tokenStartTimeout = 10 * time.Second
 
 // drop forgets l; the token stops with the last lease.
 func (k *leaseKeeper) drop(l *Lease) {
@@ -223,27 +236,35 @@ func (k *leaseKeeper) close() {
 	}
 }
 
-// token runs the holder's liveness query until ctx ends, closing running
-// once ClickHouse runs it. If it ends on its own, the leases held then
-// are lost, and it starts again.
-func (k *leaseKeeper) token(ctx context.Context, running, done chan struct{}) {
+// token runs the holder's liveness query until ctx ends. Each run closes
+// the keeper's running channel once ClickHouse runs it, and leases wait
+// on that channel before they are recorded. If a run ends on its own, the
+// leases held then are lost (ClickHouse may have judged them dead), a new
+// running channel makes new leases wait, and it runs again.
+func (k *leaseKeeper) token(ctx context.Context, done chan struct{}) {
 	defer close(done)
-	confirmed := false
 	for ctx.Err() == nil {
+		k.mu.Lock()
+		running := k.running
+		k.mu.Unlock()
+		ran := false
 		err := k.runToken(ctx, func() {
-			if !confirmed {
-				confirmed = true
-				close(running)
-			}
+			ran = true
+			close(running)
 		})
 		if ctx.Err() != nil {
 			return
 		}
 		k.mu.Lock()
-		for _, l := range k.held {
-			l.lost.Store(true)
+		n := 0
+		if ran {
+			for _, l := range k.held {
+				l.lost.Store(true)
+			}
+			n = len(k.held)
+			k.running = make(chan struct{})
 		}
-		n := len(k.held)
+		k.lastErr = err
 		k.mu.Unlock()
 		k.log.Warn("lease token ended; the leases held are lost", "leases", n, "err", err)
 		select {
