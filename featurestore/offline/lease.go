@@ -446,36 +446,17 @@ func (s *Store) dropUnleased(ctx context.Context) []string {
 // except days holding a lease still unreleased, and the days of the push
 // log no idempotency key is remembered from.
 func (s *Store) dropOldLeases(ctx context.Context) {
-	s.dropOldDays(ctx, "push_log", int64(pushLogWindow/(24*time.Hour))+1)
-	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT DISTINCT partition FROM system.parts
-		WHERE database = ? AND table = 'leases' AND active
-		AND toUInt32OrZero(partition) < toYYYYMMDD(today() - ?)
-		AND toUInt32OrZero(partition) < (SELECT min(toYYYYMMDD(t)) FROM (
-			SELECT min(at) AS t FROM %s.leases GROUP BY id HAVING max(released) = 0
-			UNION ALL SELECT now() AS t))`, QuoteIdent(s.db)), s.db, int64(leaseHistory/(24*time.Hour)))
-	if err != nil {
-		s.log.Warn("list old lease partitions", "err", err)
-		return
-	}
-	var parts []string
-	for rows.Next() {
-		var p string
-		if rows.Scan(&p) == nil && p != "" && strings.Trim(p, "0123456789") == "" {
-			parts = append(parts, p)
-		}
-	}
-	rows.Close()
-	for _, p := range parts {
-		if err := s.conn.Exec(ctx, fmt.Sprintf("ALTER TABLE %s.leases DROP PARTITION %s", QuoteIdent(s.db), p)); err != nil {
-			s.log.Warn("drop old lease partition", "partition", p, "err", err)
-		}
-	}
+	s.dropOldDays(ctx, "push_log", fmt.Sprintf("toYYYYMMDD(today() - %d)", int64(pushLogWindow/(24*time.Hour))+1))
+	s.dropOldDays(ctx, "leases", fmt.Sprintf(`least(toYYYYMMDD(today() - %d), (SELECT min(toYYYYMMDD(t)) FROM (
+		SELECT min(at) AS t FROM %s.leases GROUP BY id HAVING max(released) = 0
+		UNION ALL SELECT now() AS t)))`, int64(leaseHistory/(24*time.Hour)), QuoteIdent(s.db)))
 }
 
-// dropOldDays drops the daily partitions of table older than days.
-func (s *Store) dropOldDays(ctx context.Context, table string, days int64) {
-	rows, err := s.conn.Query(ctx, `SELECT DISTINCT partition FROM system.parts
-		WHERE database = ? AND table = ? AND active AND toUInt32OrZero(partition) < toYYYYMMDD(today() - ?)`, s.db, table, days)
+// dropOldDays drops the daily partitions (YYYYMMDD) of table before the
+// day the SQL expression before gives.
+func (s *Store) dropOldDays(ctx context.Context, table, before string) {
+	rows, err := s.conn.Query(ctx, fmt.Sprintf(`SELECT DISTINCT partition FROM system.parts
+		WHERE database = ? AND table = ? AND active AND toUInt32OrZero(partition) < %s`, before), s.db, table)
 	if err != nil {
 		s.log.Warn("list old partitions", "table", table, "err", err)
 		return
