@@ -33,8 +33,14 @@ const (
 )
 
 var (
-	opNames   = [numOps]string{"GetOnlineFeatures", "Push", "Predict", "NextBestAction"}
-	opFlags   = [numOps]string{"get", "push", "predict", "nba"}
+	opNames = [numOps]string{"GetOnlineFeatures", "Push", "Predict", "NextBestAction"}
+	opFlags = [numOps]string{"get", "push", "predict", "nba"}
+	// opProcedures are the Connect procedures, as the server's metrics
+	// name them.
+	opProcedures = [numOps]string{
+		featurestorev1connect.FeatureServiceGetOnlineFeaturesProcedure, featurestorev1connect.FeatureServicePushProcedure,
+		servingv1connect.PredictionServicePredictProcedure, servingv1connect.PredictionServiceNextBestActionProcedure,
+	}
 	devices   = []string{"web", "ios", "android", "other"}
 	channels  = []string{"email", "sms", "push"}
 	products  = []string{"p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8"}

@@ -2,9 +2,9 @@ package main
 
 import (
 	"bufio"
-	"cmp"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -147,7 +147,7 @@ func stopText(s stopResult) string {
 
 func writeHeader(b *strings.Builder, cfg config, w *world, res *result, why []string) {
 	fmt.Fprintf(b, "# tailor soak, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	fmt.Fprintf(b, "`%s` at %s on %s (load average %s at the start, %s at the end).\n\n",
+	fmt.Fprintf(b, "`%s` at %s on %s (%s at the start; %s at the end).\n\n",
 		strings.Join(os.Args, " "), revision(), benchrec.Machine(), res.loadAvg[0], res.loadAvg[1])
 	pick := "uniformly"
 	if cfg.zipf > 0 {
@@ -178,26 +178,29 @@ func revision() string {
 }
 
 func writeRequests(b *strings.Builder, cfg config, res *result) {
-	b.WriteString("## Requests\n\nLatency counts from when a request was due on its client's schedule; failed requests are left out of it.\n\n")
-	b.WriteString("| RPC | requests | failed | per second | p50 | p99 | p99.9 | max |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("## Requests\n\nLatency counts from when a request was due on its client's schedule; failed requests are left out of it. " +
+		"The server's own p50 and p99 (tailor_rpc_duration_seconds, every request) are bucket bounds.\n\n")
+	b.WriteString("| RPC | requests | failed | per second | p50 | p99 | p99.9 | max | server p50 | server p99 |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	var all []time.Duration
 	allFailed := 0
-	row := func(name string, lat []time.Duration, failed int) {
+	// match picks the server's series of the row's RPCs.
+	row := func(name string, lat []time.Duration, failed int, match string) {
 		sorted := slices.Sorted(slices.Values(lat))
 		n := len(lat) + failed
-		fmt.Fprintf(b, "| %s | %d | %d | %.1f | %s | %s | %s | %s |\n", name, n, failed, float64(n)/res.elapsed.Seconds(),
-			ms(percentile(sorted, 0.5)), ms(percentile(sorted, 0.99)), ms(percentile(sorted, 0.999)), ms(percentile(sorted, 1)))
+		fmt.Fprintf(b, "| %s | %d | %d | %.1f | %s | %s | %s | %s | %s | %s |\n", name, n, failed, float64(n)/res.elapsed.Seconds(),
+			ms(percentile(sorted, 0.5)), ms(percentile(sorted, 0.99)), ms(percentile(sorted, 0.999)), ms(percentile(sorted, 1)),
+			secondsText(histQuantile(res.begin, res.final.m, mRPCSeconds, match, 0.5)), secondsText(histQuantile(res.begin, res.final.m, mRPCSeconds, match, 0.99)))
 	}
 	for o := range numOps {
 		s := res.rec.ops[o]
 		if len(s.latencies)+s.failed == 0 {
 			continue
 		}
-		row(opNames[o], s.latencies, s.failed)
+		row(opNames[o], s.latencies, s.failed, `procedure="`+opProcedures[o]+`"`)
 		all = append(all, s.latencies...)
 		allFailed += s.failed
 	}
-	row("all", all, allFailed)
+	row("all", all, allFailed, `procedure="/tailor.`)
 	fmt.Fprintf(b, "\n%.1f requests/s achieved of the %g asked, over %s", float64(len(all)+allFailed)/res.elapsed.Seconds(), cfg.rate, res.elapsed.Round(time.Millisecond))
 	if gu := res.rec.gaveUp; gu.answered+gu.expired > 0 {
 		fmt.Fprintf(b, "; besides, %d requests sent with a deadline of 1 to %s (-abandon %g): %d answered in time, %d ended by it",
@@ -275,6 +278,8 @@ func writeServer(b *strings.Builder, cfg config, w *world, res *result, judged [
 		"RSS at the end is %.1fx the tier's bytes.\n\n",
 		mib(float64(end.hwm)), ratio(float64(end.hwm), budget), cfg.onlineMemory, mib(budget),
 		ratio(float64(end.hwm), end.m.get(mHeapInuse)), ratio(float64(end.rss), end.m.get(mTierBytes)))
+	fmt.Fprintf(b, "CPU during the load: the server %.0f%% of a core, the soak's clients %.0f%%.\n\n",
+		100*(end.cpu-res.beginCPU[0]).Seconds()/res.elapsed.Seconds(), 100*res.selfCPU.Seconds()/res.elapsed.Seconds())
 	writeTier(b, w, res)
 	writeServerCodes(b, end)
 	writePredLog(b, end)
@@ -285,47 +290,52 @@ func writeServer(b *strings.Builder, cfg config, w *world, res *result, judged [
 // writeTier reports the tier's traffic during the load: hits, misses,
 // read-throughs, evictions.
 func writeTier(b *strings.Builder, w *world, res *result) {
-	d := func(name string) float64 { return res.final.m.get(name) - w.warm.get(name) }
+	d := func(name string) float64 { return res.final.m.get(name) - res.begin.get(name) }
 	hits, misses := d(mTierHits), d(mTierMisses)
 	secs := res.elapsed.Seconds()
-	fmt.Fprintf(b, "Online tier since the warm start (which left %.0f entries, %s): %.1f%% hits of %.0f lookups, "+
+	fmt.Fprintf(b, "Online tier during the load (the warm start left %.0f entries, %s): %.1f%% hits of %.0f lookups, "+
 		"%.0f read-through queries (%.1f/s; p50 <= %s, p99 <= %s), %.0f evictions (%.1f/s).\n\n",
 		w.warm.get(mTierEntries), mib(w.warm.get(mTierBytes)), 100*ratio(hits, hits+misses), hits+misses,
 		d(mReadThroughs), d(mReadThroughs)/secs,
-		secondsText(histQuantile(w.warm, res.final.m, mReadThroughSecs, 0.5)), secondsText(histQuantile(w.warm, res.final.m, mReadThroughSecs, 0.99)),
+		secondsText(histQuantile(res.begin, res.final.m, mReadThroughSecs, "", 0.5)), secondsText(histQuantile(res.begin, res.final.m, mReadThroughSecs, "", 0.99)),
 		d(mEvictions), d(mEvictions)/secs)
+	polls := res.final.m.labelled(mFollowPolls)
+	fmt.Fprintf(b, "Follower during the load: %.0f polls (%.0f failed), %.0f cached rows refreshed.\n\n",
+		d(mFollowPolls), polls[`result="error"`]-res.begin.labelled(mFollowPolls)[`result="error"`], d(mFollowRefreshed))
 }
 
-// histQuantile estimates the q-quantile of a Prometheus histogram's
-// observations between two scrapes: the upper bound of the first bucket
-// holding it (+Inf when it lies beyond the last bound, NaN without
-// observations).
-func histQuantile(before, after metrics, name string, q float64) float64 {
-	type bucket struct{ le, n float64 }
-	var bs []bucket
+// histQuantile estimates the q-quantile of the observations a
+// Prometheus histogram made between two scrapes, over its series whose
+// labels contain match ("" for all): the upper bound of the first bucket
+// reaching it (+Inf beyond the last bound, NaN without observations).
+func histQuantile(before, after metrics, name, match string, q float64) float64 {
+	counts := map[float64]float64{}
+	prev := before.labelled(name + "_bucket")
 	for labels, v := range after.labelled(name + "_bucket") {
-		le, ok := strings.CutPrefix(labels, `le="`)
-		if !ok {
+		m := leLabel.FindStringSubmatch(labels)
+		if m == nil || !strings.Contains(labels, match) {
 			continue
 		}
-		bound, err := strconv.ParseFloat(strings.TrimSuffix(le, `"`), 64)
+		bound, err := strconv.ParseFloat(m[1], 64)
 		if err != nil {
 			continue
 		}
-		bs = append(bs, bucket{bound, v - before.labelled(name + "_bucket")[labels]})
+		counts[bound] += v - prev[labels]
 	}
-	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
-	if len(bs) == 0 || bs[len(bs)-1].n == 0 {
+	bounds := slices.Sorted(maps.Keys(counts))
+	if len(bounds) == 0 || counts[bounds[len(bounds)-1]] == 0 {
 		return math.NaN()
 	}
-	want := q * bs[len(bs)-1].n
-	for _, bk := range bs {
-		if bk.n >= want {
-			return bk.le
+	want := q * counts[bounds[len(bounds)-1]]
+	for _, le := range bounds {
+		if counts[le] >= want {
+			return le
 		}
 	}
 	return math.Inf(1)
 }
+
+var leLabel = regexp.MustCompile(`le="([^"]*)"`)
 
 // secondsText formats a histogram bound in milliseconds.
 func secondsText(s float64) string {
@@ -453,16 +463,16 @@ func (r report) write(out, serverLog string) error {
 
 // writeSamples writes one CSV row per sample.
 func writeSamples(path string, samples []sample) error {
-	rows := [][]string{{"t_s", "rss_bytes", "hwm_bytes", "heap_inuse_bytes", "goroutines", "threads", "cpu_s",
-		"tier_bytes", "tier_entries", "tier_hits", "tier_misses", "read_throughs", "evictions", "clickhouse_rss_bytes"}}
+	rows := [][]string{{"t_s", "rss_bytes", "hwm_bytes", "process_resident_memory_bytes", "heap_inuse_bytes", "goroutines", "threads", "cpu_s",
+		"tier_bytes", "tier_entries", "tier_hits", "tier_misses", "read_throughs", "evictions", "follow_polls", "follow_refreshed", "clickhouse_rss_bytes"}}
 	for o := range numOps {
 		rows[0] = append(rows[0], opFlags[o]+"_answered", opFlags[o]+"_failed", opFlags[o]+"_p50_ms", opFlags[o]+"_p99_ms")
 	}
 	for _, s := range samples {
-		row := []string{fmt.Sprintf("%.1f", s.at.Seconds()), fmt.Sprint(s.rss), fmt.Sprint(s.hwm),
+		row := []string{fmt.Sprintf("%.1f", s.at.Seconds()), fmt.Sprint(s.rss), fmt.Sprint(s.hwm), count(s.m.get(mProcessRSS)),
 			count(s.m.get(mHeapInuse)), count(s.m.get(mGoroutines)), fmt.Sprint(s.threads), fmt.Sprintf("%.2f", s.cpu.Seconds()),
 			count(s.m.get(mTierBytes)), count(s.m.get(mTierEntries)), count(s.m.get(mTierHits)), count(s.m.get(mTierMisses)),
-			count(s.m.get(mReadThroughs)), count(s.m.get(mEvictions)), fmt.Sprint(s.chRSS)}
+			count(s.m.get(mReadThroughs)), count(s.m.get(mEvictions)), count(s.m.get(mFollowPolls)), count(s.m.get(mFollowRefreshed)), fmt.Sprint(s.chRSS)}
 		for _, win := range s.ops {
 			row = append(row, fmt.Sprint(win.answered), fmt.Sprint(win.failed),
 				fmt.Sprintf("%.3f", win.p50.Seconds()*1000), fmt.Sprintf("%.3f", win.p99.Seconds()*1000))

@@ -196,7 +196,12 @@ const (
 	// mReadThroughSecs is a histogram.
 	mReadThroughSecs = "tailor_online_read_through_seconds"
 	mRPCRequests     = "tailor_rpc_requests_total"
-	mPredLog         = "tailor_prediction_log_records_total"
+	// mRPCSeconds is a histogram by procedure.
+	mRPCSeconds = "tailor_rpc_duration_seconds"
+	mPredLog    = "tailor_prediction_log_records_total"
+	// mFollowPolls is by result.
+	mFollowPolls     = "tailor_online_follow_polls_total"
+	mFollowRefreshed = "tailor_online_follow_refreshed_total"
 )
 
 // takeSample reads the server's /proc and /metrics and the clients'

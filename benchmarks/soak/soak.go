@@ -4,16 +4,21 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
 // result is what one soak measured.
 type result struct {
 	rec         *recorder
-	samples     []sample // taken while the load ran
-	final       sample   // after the last request was answered
+	samples     []sample         // taken while the load ran
+	begin       metrics          // the server's /metrics as the load started
+	beginCPU    [2]time.Duration // CPU time of the server and of the soak itself as the load started
+	selfCPU     time.Duration    // the soak's own CPU time during the load
+	final       sample           // after the last request was answered
 	elapsed     time.Duration
 	interrupted bool
 	loadAvg     [2]string // /proc/loadavg when the load started and ended
@@ -24,9 +29,16 @@ type result struct {
 // soak runs the load for cfg.duration (or until ctx ends), sampling the
 // server every cfg.interval.
 func soak(ctx context.Context, cfg config, w *world) *result {
+	sctx := context.WithoutCancel(ctx)
+	res := &result{loadAvg: [2]string{loadAvg()}}
+	var err error
+	if res.begin, err = scrape(sctx, w.server.base); err != nil {
+		logf("reading /metrics before the load: %v", err)
+	}
+	res.beginCPU[0], _ = procCPU(w.server.cmd.Process.Pid)
+	res.beginCPU[1] = ownCPU()
 	start := time.Now().Add(50 * time.Millisecond)
-	res := &result{rec: newRecorder(start)}
-	res.loadAvg[0] = loadAvg()
+	res.rec = newRecorder(start)
 	l := &loadRun{cfg: cfg, rec: res.rec,
 		start: start, end: start.Add(cfg.duration)}
 	var wg sync.WaitGroup
@@ -38,7 +50,6 @@ func soak(ctx context.Context, cfg config, w *world) *result {
 	go func() { wg.Wait(); close(done) }()
 	tick := time.NewTicker(cfg.interval)
 	defer tick.Stop()
-	sctx := context.WithoutCancel(ctx)
 	for {
 		select {
 		case <-tick.C:
@@ -47,12 +58,22 @@ func soak(ctx context.Context, cfg config, w *world) *result {
 			res.samples = append(res.samples, s)
 		case <-done:
 			res.elapsed = time.Since(start)
+			res.selfCPU = ownCPU() - res.beginCPU[1]
 			res.final = w.takeSample(sctx, res.rec)
 			printSample(res.final, res.previous())
 			res.loadAvg[1] = loadAvg()
 			return res
 		}
 	}
+}
+
+// ownCPU is the CPU time (user and system) the soak has used.
+func ownCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // previous is the last sample taken, nil before the first.
@@ -106,15 +127,23 @@ func ms(d time.Duration) string {
 	return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
 }
 
-// loadAvg is the machine's 1, 5 and 15 minute load averages.
+// loadAvg is how busy the machine is: its 1, 5 and 15 minute load
+// averages, and the share of the last minute some task waited for a CPU
+// (/proc/pressure/cpu, when the kernel has it). Other processes on a
+// shared machine move the soak's figures.
 func loadAvg() string {
 	raw, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
 	f := strings.Fields(string(raw))
-	if len(f) < 3 {
+	if err != nil || len(f) < 3 {
 		return "?"
 	}
-	return strings.Join(f[:3], " ")
+	out := "load average " + strings.Join(f[:3], " ")
+	if psi, err := os.ReadFile("/proc/pressure/cpu"); err == nil {
+		if m := cpuPressure.FindSubmatch(psi); m != nil {
+			out += fmt.Sprintf(", CPU pressure %s%% (some, 60 s)", m[1])
+		}
+	}
+	return out
 }
+
+var cpuPressure = regexp.MustCompile(`some avg10=\S+ avg60=(\S+)`)

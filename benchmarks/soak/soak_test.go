@@ -187,6 +187,8 @@ h_bucket{le="0.01"} 5
 h_bucket{le="+Inf"} 5
 h_sum 0.004
 h_count 5
+by_bucket{procedure="/a",le="0.001"} 1
+by_bucket{procedure="/a",le="+Inf"} 1
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -194,20 +196,32 @@ h_count 5
 	after, err := parseMetrics(strings.NewReader(`h_bucket{le="0.001"} 55
 h_bucket{le="0.01"} 104
 h_bucket{le="+Inf"} 105
+by_bucket{procedure="/a",le="0.001"} 1
+by_bucket{procedure="/a",le="+Inf"} 3
+by_bucket{procedure="/b",le="0.001"} 10
+by_bucket{procedure="/b",le="+Inf"} 10
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// 100 observations since before: 50 up to 1 ms, 49 up to 10 ms, 1 above.
 	for q, want := range map[float64]float64{0.5: 0.001, 0.9: 0.01, 0.99: 0.01} {
-		if got := histQuantile(before, after, "h", q); got != want {
+		if got := histQuantile(before, after, "h", "", q); got != want {
 			t.Errorf("q%.2f = %v, want %v", q, got, want)
 		}
 	}
-	if got := histQuantile(before, after, "h", 1); !math.IsInf(got, 1) {
+	if got := histQuantile(before, after, "h", "", 1); !math.IsInf(got, 1) {
 		t.Errorf("q1 = %v, want +Inf", got)
 	}
-	if got := histQuantile(after, after, "h", 0.5); !math.IsNaN(got) {
+	if got := histQuantile(after, after, "h", "", 0.5); !math.IsNaN(got) {
 		t.Errorf("no observations: %v, want NaN", got)
+	}
+	// By procedure: /a made 2 observations since, both above 1 ms; /b 10
+	// within 1 ms; together 12.
+	if got := histQuantile(before, after, "by", `procedure="/a"`, 0.5); !math.IsInf(got, 1) {
+		t.Errorf("/a median %v, want +Inf", got)
+	}
+	if got := histQuantile(before, after, "by", "", 0.5); got != 0.001 {
+		t.Errorf("median of both %v, want 0.001", got)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
+	"github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/tailorhq/tailor/featurestore/chserver"
 	"github.com/tailorhq/tailor/proto/gen/tailor/featurestore/v1/featurestorev1connect"
@@ -75,6 +76,7 @@ func setUp(ctx context.Context, cfg config) (*world, error) {
 		{"write the repo and specs", w.writeTestdata},
 		{"apply the repo", func(ctx context.Context) error { return w.tailorRun(ctx, "apply", w.path("repo")) }},
 		{fmt.Sprintf("load %d customers", cfg.keys), w.loadData},
+		{"merge the loaded parts", w.settle},
 		{"start tailor serve (warm start)", w.startServer},
 		{"register the models", w.registerModels},
 		{"check one of each request", w.checkRequests},
@@ -187,6 +189,57 @@ func (w *world) loadData(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// settle merges the parts the load left in the soak's tables and waits
+// until ClickHouse runs no merge, so the soak does not start against
+// background work of its own set-up.
+func (w *world) settle(ctx context.Context) error {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{w.ch.TCPAddr()}})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, "SELECT name FROM system.tables WHERE database = ? AND engine LIKE '%MergeTree'", database)
+	if err != nil {
+		return err
+	}
+	var tables []string
+	for rows.Next() {
+		var t string
+		if err := rows.Scan(&t); err != nil {
+			rows.Close()
+			return err
+		}
+		tables = append(tables, t)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, t := range tables {
+		if err := conn.Exec(ctx, fmt.Sprintf("OPTIMIZE TABLE `%s`.`%s` FINAL", database, t)); err != nil {
+			return fmt.Errorf("optimize %s: %w", t, err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var merges uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM system.merges").Scan(&merges); err != nil {
+			return err
+		}
+		if merges == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d merges still running after 2 minutes", merges)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // ownedJSON is up to two products a customer owns, as the JSON array a CSV
