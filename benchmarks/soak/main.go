@@ -6,7 +6,8 @@
 // It builds a world of its own in a temporary directory: a ClickHouse
 // (featurestore/chserver), the feature repo in testdata/repo with a key
 // space larger than the online tier (so requests both hit the tier and
-// read through to ClickHouse, and the tier evicts), and the three task
+// read through to ClickHouse; every view is materialized after the warm
+// start, so the tier is full and evicts), and the three task
 // models of serving/testdata/models with the specs in testdata. The
 // server is a child process, so its RSS is its own. Clients call it over
 // loopback with the generated Connect clients: GetOnlineFeatures (known and
@@ -148,7 +149,7 @@ func run(cfg config) int {
 	res.interrupted = ctx.Err() != nil
 	res.stop = w.server.stop()
 	res.serverLog = scanServerLog(w.server.logPath)
-	rep := newReport(cfg, w, res)
+	rep := newReport(cfg, res)
 	fmt.Println()
 	fmt.Print(rep.markdown)
 	if err := rep.write(cfg.out, w.server.logPath); err != nil {

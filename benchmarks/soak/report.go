@@ -96,7 +96,7 @@ type report struct {
 }
 
 // newReport judges a soak and writes its summary.
-func newReport(cfg config, w *world, res *result) report {
+func newReport(cfg config, res *result) report {
 	judged := afterWarmup(res.samples, cfg.warmup, cfg.duration)
 	flats := []flatness{
 		judgeFlat("server RSS (VmRSS)", judged, func(s sample) float64 { return float64(s.rss) }, rssSlackShare, rssSlackBytes, mib),
@@ -125,10 +125,10 @@ func newReport(cfg config, w *world, res *result) report {
 		why = append(why, fmt.Sprintf("tailor serve did not exit cleanly on SIGTERM: %s", stopText(res.stop)))
 	}
 	var b strings.Builder
-	writeHeader(&b, cfg, w, res, why)
+	writeHeader(&b, cfg, res, why)
 	writeRequests(&b, cfg, res)
 	writeFailures(&b, res)
-	writeServer(&b, cfg, w, res, judged)
+	writeServer(&b, cfg, res, judged)
 	writeFlatness(&b, flats)
 	return report{markdown: b.String(), pass: len(why) == 0, samples: append(slices.Clone(res.samples), res.final)}
 }
@@ -145,7 +145,7 @@ func stopText(s stopResult) string {
 	return fmt.Sprintf("exited 0 in %s", s.took.Round(time.Millisecond))
 }
 
-func writeHeader(b *strings.Builder, cfg config, w *world, res *result, why []string) {
+func writeHeader(b *strings.Builder, cfg config, res *result, why []string) {
 	fmt.Fprintf(b, "# tailor soak, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(b, "`%s` at %s on %s (%s at the start; %s at the end).\n\n",
 		strings.Join(os.Args, " "), revision(), benchrec.Machine(), res.loadAvg[0], res.loadAvg[1])
@@ -239,7 +239,7 @@ func cell(s string) string {
 // writeServer reports the server: memory and goroutines at the end of the
 // warm-up, at the end and at their peak, the tier, the codes the server
 // counted, its prediction log, its own log and how it stopped.
-func writeServer(b *strings.Builder, cfg config, w *world, res *result, judged []sample) {
+func writeServer(b *strings.Builder, cfg config, res *result, judged []sample) {
 	b.WriteString("## Server\n\n")
 	var warm sample
 	if len(judged) > 0 {
@@ -280,7 +280,7 @@ func writeServer(b *strings.Builder, cfg config, w *world, res *result, judged [
 		ratio(float64(end.hwm), end.m.get(mHeapInuse)), ratio(float64(end.rss), end.m.get(mTierBytes)))
 	fmt.Fprintf(b, "CPU during the load: the server %.0f%% of a core, the soak's clients %.0f%%.\n\n",
 		100*(end.cpu-res.beginCPU[0]).Seconds()/res.elapsed.Seconds(), 100*res.selfCPU.Seconds()/res.elapsed.Seconds())
-	writeTier(b, w, res)
+	writeTier(b, res)
 	writeServerCodes(b, end)
 	writePredLog(b, end)
 	writeServerLog(b, res.serverLog)
@@ -289,13 +289,13 @@ func writeServer(b *strings.Builder, cfg config, w *world, res *result, judged [
 
 // writeTier reports the tier's traffic during the load: hits, misses,
 // read-throughs, evictions.
-func writeTier(b *strings.Builder, w *world, res *result) {
+func writeTier(b *strings.Builder, res *result) {
 	d := func(name string) float64 { return res.final.m.get(name) - res.begin.get(name) }
 	hits, misses := d(mTierHits), d(mTierMisses)
 	secs := res.elapsed.Seconds()
-	fmt.Fprintf(b, "Online tier during the load (the warm start left %.0f entries, %s): %.1f%% hits of %.0f lookups, "+
+	fmt.Fprintf(b, "Online tier during the load (it began with %.0f entries, %s): %.1f%% hits of %.0f lookups, "+
 		"%.0f read-through queries (%.1f/s; p50 <= %s, p99 <= %s), %.0f evictions (%.1f/s).\n\n",
-		w.warm.get(mTierEntries), mib(w.warm.get(mTierBytes)), 100*ratio(hits, hits+misses), hits+misses,
+		res.begin.get(mTierEntries), mib(res.begin.get(mTierBytes)), 100*ratio(hits, hits+misses), hits+misses,
 		d(mReadThroughs), d(mReadThroughs)/secs,
 		secondsText(histQuantile(res.begin, res.final.m, mReadThroughSecs, "", 0.5)), secondsText(histQuantile(res.begin, res.final.m, mReadThroughSecs, "", 0.99)),
 		d(mEvictions), d(mEvictions)/secs)
