@@ -157,6 +157,10 @@ func writeHeader(b *strings.Builder, cfg config, res *result, why []string) {
 		"1 to %d per GetOnlineFeatures with %g%% unknown; %d clients at %g requests/s (%s), %s, warm-up %s, a sample every %s.\n\n",
 		cfg.onlineMemory, strings.Join(cfg.serveArgs, " "), cfg.keys, pick, cfg.rows, 100*cfg.unknown,
 		cfg.clients, cfg.rate, cfg.mix, cfg.duration, cfg.warmup, cfg.interval)
+	if p := maxPressure(res.samples); p >= crowded {
+		fmt.Fprintf(b, "The machine was crowded: its CPU pressure reached %.0f%% (some task waiting for a CPU that share of 10 s); "+
+			"latencies, and DeadlineExceeded failures, are partly other processes' doing.\n\n", p)
+	}
 	if len(why) == 0 {
 		b.WriteString("**PASS**: no request failed, and RSS and goroutines stayed flat after the warm-up.\n\n")
 		return
@@ -166,6 +170,19 @@ func writeHeader(b *strings.Builder, cfg config, res *result, why []string) {
 		fmt.Fprintf(b, "- %s\n", y)
 	}
 	b.WriteString("\n")
+}
+
+// crowded is the CPU pressure (percent) from which the summary warns that
+// other processes moved the figures.
+const crowded = 50
+
+// maxPressure is the highest CPU pressure the samples saw.
+func maxPressure(samples []sample) float64 {
+	m := -1.0
+	for _, s := range samples {
+		m = max(m, s.pressure)
+	}
+	return m
 }
 
 // revision is the checkout's commit, "-dirty" when it has changes.
@@ -464,7 +481,7 @@ func (r report) write(out, serverLog string) error {
 // writeSamples writes one CSV row per sample.
 func writeSamples(path string, samples []sample) error {
 	rows := [][]string{{"t_s", "rss_bytes", "hwm_bytes", "process_resident_memory_bytes", "heap_inuse_bytes", "goroutines", "threads", "cpu_s",
-		"tier_bytes", "tier_entries", "tier_hits", "tier_misses", "read_throughs", "evictions", "follow_polls", "follow_refreshed", "clickhouse_rss_bytes"}}
+		"tier_bytes", "tier_entries", "tier_hits", "tier_misses", "read_throughs", "evictions", "follow_polls", "follow_refreshed", "clickhouse_rss_bytes", "machine_cpu_pressure_pct"}}
 	for o := range numOps {
 		rows[0] = append(rows[0], opFlags[o]+"_answered", opFlags[o]+"_failed", opFlags[o]+"_p50_ms", opFlags[o]+"_p99_ms")
 	}
@@ -472,7 +489,7 @@ func writeSamples(path string, samples []sample) error {
 		row := []string{fmt.Sprintf("%.1f", s.at.Seconds()), fmt.Sprint(s.rss), fmt.Sprint(s.hwm), count(s.m.get(mProcessRSS)),
 			count(s.m.get(mHeapInuse)), count(s.m.get(mGoroutines)), fmt.Sprint(s.threads), fmt.Sprintf("%.2f", s.cpu.Seconds()),
 			count(s.m.get(mTierBytes)), count(s.m.get(mTierEntries)), count(s.m.get(mTierHits)), count(s.m.get(mTierMisses)),
-			count(s.m.get(mReadThroughs)), count(s.m.get(mEvictions)), count(s.m.get(mFollowPolls)), count(s.m.get(mFollowRefreshed)), fmt.Sprint(s.chRSS)}
+			count(s.m.get(mReadThroughs)), count(s.m.get(mEvictions)), count(s.m.get(mFollowPolls)), count(s.m.get(mFollowRefreshed)), fmt.Sprint(s.chRSS), fmt.Sprintf("%.1f", s.pressure)}
 		for _, win := range s.ops {
 			row = append(row, fmt.Sprint(win.answered), fmt.Sprint(win.failed),
 				fmt.Sprintf("%.3f", win.p50.Seconds()*1000), fmt.Sprintf("%.3f", win.p99.Seconds()*1000))

@@ -176,6 +176,7 @@ type sample struct {
 	threads  int
 	cpu      time.Duration // the server's CPU time so far
 	chRSS    int64         // VmRSS of the ClickHouse
+	pressure float64       // the machine's CPU pressure (cpuPressure10)
 	m        metrics       // the server's /metrics
 	ops      [numOps]window
 	err      error // reading /proc or /metrics failed
@@ -207,7 +208,7 @@ const (
 // takeSample reads the server's /proc and /metrics and the clients'
 // windows.
 func (w *world) takeSample(ctx context.Context, rec *recorder) sample {
-	s := sample{at: time.Since(rec.start), ops: rec.takeWindows()}
+	s := sample{at: time.Since(rec.start), ops: rec.takeWindows(), pressure: cpuPressure10()}
 	pid := w.server.cmd.Process.Pid
 	st, err := procStatus(pid)
 	if err == nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -109,6 +110,9 @@ func printSample(s sample, prev *sample) {
 			}
 		}
 	}
+	if s.pressure >= 0 {
+		fmt.Fprintf(&b, " | machine CPU pressure %.0f%%", s.pressure)
+	}
 	if s.err != nil {
 		fmt.Fprintf(&b, " | sample incomplete: %v", s.err)
 	}
@@ -147,3 +151,23 @@ func loadAvg() string {
 }
 
 var cpuPressure = regexp.MustCompile(`some avg10=\S+ avg60=(\S+)`)
+
+// cpuPressure10 is the share (0-100) of the last 10 s some task of the
+// machine waited for a CPU, -1 when the kernel does not say.
+func cpuPressure10() float64 {
+	psi, err := os.ReadFile("/proc/pressure/cpu")
+	if err != nil {
+		return -1
+	}
+	m := cpuPressure10s.FindSubmatch(psi)
+	if m == nil {
+		return -1
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		return -1
+	}
+	return v
+}
+
+var cpuPressure10s = regexp.MustCompile(`some avg10=(\S+)`)
