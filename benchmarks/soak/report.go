@@ -19,11 +19,13 @@ import (
 )
 
 // The flatness criterion. The samples taken after the warm-up, while the
-// load runs, are cut into thirds; a measure is flat when the mean of the
-// last third is at most the mean of the first third plus the larger of a
-// share of it and an absolute slack. A leak grows steadily and fails it;
-// the noise of a garbage collector's cycle or of an allocator returning
-// memory does not.
+// load runs, are cut into thirds; a measure is flat when the median of the
+// last third is at most the median of the first third plus the larger of
+// a share of it and an absolute slack. A leak raises the level steadily
+// and fails it; the noise of a garbage collector's cycle, an allocator
+// returning memory, or a few samples of a stall (goroutines pile up with
+// the requests in flight while the machine is crowded) does not: a median
+// ignores them where a mean would not.
 const (
 	rssSlackShare       = 0.10
 	rssSlackBytes       = 32 << 20
@@ -35,7 +37,7 @@ const (
 )
 
 // criterionText states the criterion, for the summary and -help alike.
-const criterionText = "after the warm-up, the mean of the last third of the samples is at most the mean of the first third " +
+const criterionText = "after the warm-up, the median of the last third of the samples is at most the median of the first third " +
 	"plus the larger of 10% and 32 MiB (RSS) or of 10% and 20 (goroutines)"
 
 // flatness is one measure judged by the criterion.
@@ -61,19 +63,22 @@ func judgeFlat(measure string, samples []sample, value func(sample) float64, sha
 	for i, s := range samples {
 		vals[i] = value(s)
 	}
-	f.first, f.last = mean(vals[:third]), mean(vals[f.n-third:])
+	f.first, f.last = median(vals[:third]), median(vals[f.n-third:])
 	f.allowed = f.first + max(share*f.first, slack)
 	f.ok = f.last <= f.allowed
 	f.firstFrom, f.lastFrom = samples[0].at, samples[f.n-third].at
 	return f
 }
 
-func mean(xs []float64) float64 {
-	total := 0.0
-	for _, x := range xs {
-		total += x
+// median is the middle of xs (the mean of the two middle values for an
+// even count).
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
 	}
-	return total / float64(len(xs))
+	return (s[n/2-1] + s[n/2]) / 2
 }
 
 // afterWarmup are the complete samples taken after the warm-up while the

@@ -69,6 +69,11 @@ func TestJudgeFlat(t *testing.T) {
 		{"small, beyond 32 MiB", []float64{100 * m, 100 * m, 120 * m, 140 * m}, false},
 		// Only the first and last thirds count; a peak between them does not.
 		{"peak in the middle", []float64{500 * m, 500 * m, 900 * m, 900 * m, 500 * m, 500 * m}, true},
+		// A stall of two samples in the last third does not move its median.
+		{"spike at the end", []float64{500 * m, 510 * m, 505 * m, 500 * m, 505 * m, 510 * m, 500 * m, 505 * m, 500 * m, 500 * m,
+			500 * m, 900 * m, 505 * m, 900 * m, 510 * m}, true},
+		{"level raised at the end", []float64{500 * m, 510 * m, 505 * m, 500 * m, 505 * m, 510 * m, 500 * m, 505 * m, 500 * m, 500 * m,
+			600 * m, 610 * m, 605 * m, 600 * m, 610 * m}, false},
 	} {
 		f := judgeFlat("rss", samplesOf(c.vals...), rss, rssSlackShare, rssSlackBytes, mib)
 		if f.ok != c.ok {
