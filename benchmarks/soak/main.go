@@ -47,7 +47,7 @@ type config struct {
 	rows         int           // most entity rows of a GetOnlineFeatures
 	unknown      float64       // share of GetOnlineFeatures rows asking for customers nobody has
 	abandon      float64       // share of requests sent with a deadline of a few ms
-	onlineMemory string        // tail serve --online-memory
+	onlineMemory string        // tailor serve --online-memory
 	serveArgs    []string      // more flags for tailor serve
 	timeout      time.Duration // per request
 	seed         uint64

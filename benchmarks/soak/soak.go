@@ -22,7 +22,7 @@ type result struct {
 	final       sample           // after the last request was answered
 	elapsed     time.Duration
 	interrupted bool
-	loadAvg     [2]string // /proc/loadavg when the load started and ended
+	loadAvg     [2]string // how busy the machine was as the load started and ended (loadAvg)
 	stop        stopResult
 	serverLog   logSummary
 }
