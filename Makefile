@@ -25,7 +25,7 @@ TAILOR_CACHE ?= $(HOME)/.cache/tailor
 ONNXRUNTIME_LIB ?= $(TAILOR_CACHE)/onnxruntime/libonnxruntime.so.1
 export TAILOR_CACHE ONNXRUNTIME_LIB
 
-.PHONY: build deps test test-demo demo bench generate check-generated lint
+.PHONY: build deps test test-demo demo bench soak generate check-generated lint
 
 build:
 	$(GO) build -o bin/tailor ./cmd/tailor
@@ -83,6 +83,20 @@ bench: deps
 	rm -rf $(BENCH_RESULTS)
 	BENCH_RESULTS=$(abspath $(BENCH_RESULTS)) $(GO) test -run '^$$' -bench . -benchmem -timeout $(TEST_TIMEOUT) ./... | tee $(BENCH_OUT)
 	$(GO) run ./benchmarks/report -in $(BENCH_RESULTS) -out benchmarks/RESULTS.md
+
+# make soak runs one tailor serve under a steady mixed load (GetOnlineFeatures,
+# Push, Predict, NextBestAction) against a private ClickHouse for
+# SOAK_DURATION, and fails when a request fails or the server's RSS or
+# goroutines grow after the warm-up (benchmarks/soak; its flags: SOAK_FLAGS,
+# e.g. SOAK_FLAGS='-rate 800 -online-memory 32MiB'). Minutes long: not part
+# of make test. The summary goes to $(SOAK_OUT), the samples and the
+# server's log beside it.
+SOAK_DURATION ?= 5m
+SOAK_FLAGS ?=
+SOAK_OUT ?= benchmarks/out/soak.md
+
+soak: deps build
+	$(GO) run ./benchmarks/soak -tailor bin/tailor -duration $(SOAK_DURATION) -out $(SOAK_OUT) $(SOAK_FLAGS)
 
 # Generated code (proto/gen) is committed; buf and the protoc plugins run
 # through `go tool`, pinned in go.mod.
