@@ -18,6 +18,8 @@ import (
 	"connectrpc.com/grpcreflect"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tailorhq/tailor/featurestore/rpcerr"
 )
 
 // Service is one Connect service to mount.
@@ -154,10 +156,13 @@ func (m *Metrics) Interceptor() connect.Interceptor { return metricsInterceptor{
 
 type metricsInterceptor struct{ m *Metrics }
 
-func (i metricsInterceptor) observe(proc string, start time.Time, err error) {
+// observe counts a request by its code: the code the client gets, which
+// for a handler that returns its context's error is Canceled or
+// DeadlineExceeded, not unknown.
+func (i metricsInterceptor) observe(ctx context.Context, proc string, start time.Time, err error) {
 	code := "ok"
 	if err != nil {
-		code = connect.CodeOf(err).String()
+		code = rpcerr.Code(ctx, err).String()
 	}
 	i.m.requests.WithLabelValues(proc, code).Inc()
 	i.m.latency.WithLabelValues(proc).Observe(time.Since(start).Seconds())
@@ -167,7 +172,7 @@ func (i metricsInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc 
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		start := time.Now()
 		resp, err := next(ctx, req)
-		i.observe(req.Spec().Procedure, start, err)
+		i.observe(ctx, req.Spec().Procedure, start, err)
 		return resp, err
 	}
 }
@@ -180,7 +185,7 @@ func (i metricsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFu
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		start := time.Now()
 		err := next(ctx, conn)
-		i.observe(conn.Spec().Procedure, start, err)
+		i.observe(ctx, conn.Spec().Procedure, start, err)
 		return err
 	}
 }

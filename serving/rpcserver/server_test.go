@@ -329,7 +329,19 @@ func TestMetricsCountCallsByProcedureAndCode(t *testing.T) {
 		t.Fatalf("materialize: %v, want unimplemented", stream.Err())
 	}
 	stream.Close()
-	got := scrape(t, s.base+"/metrics")
+	// A request its client gave up on is counted as such, not unknown.
+	short, cancel := context.WithCancel(ctx)
+	go func() { <-s.fake.started; cancel() }()
+	if _, err := client.GetFeatureView(short, connect.NewRequest(&featurestorev1.GetFeatureViewRequest{Name: "slow"})); connect.CodeOf(err) != connect.CodeCanceled {
+		t.Fatalf("abandoned: %v, want canceled", err)
+	}
+	var got map[string]float64
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		got = scrape(t, s.base+"/metrics")
+		if got[`tailor_rpc_requests_total{code="canceled",procedure="`+featurestorev1connect.FeatureServiceGetFeatureViewProcedure+`"}`] == 1 || time.Now().After(deadline) {
+			break
+		}
+	}
 	mat := featurestorev1connect.FeatureServiceMaterializeProcedure
 	list := featurestorev1connect.FeatureServiceListFeatureViewsProcedure
 	get := featurestorev1connect.FeatureServiceGetFeatureViewProcedure
@@ -340,11 +352,13 @@ func TestMetricsCountCallsByProcedureAndCode(t *testing.T) {
 		`tailor_rpc_requests_total{code="not_found",procedure="` + get + `"}`:           2,
 		`tailor_rpc_requests_total{code="unimplemented",procedure="` + push + `"}`:      1,
 		`tailor_rpc_duration_seconds_count{procedure="` + list + `"}`:                   3,
-		`tailor_rpc_duration_seconds_count{procedure="` + get + `"}`:                    3,
+		`tailor_rpc_duration_seconds_count{procedure="` + get + `"}`:                    4,
+		`tailor_rpc_requests_total{code="canceled",procedure="` + get + `"}`:            1,
+		`tailor_rpc_requests_total{code="unknown",procedure="` + get + `"}`:             0,
 		`tailor_rpc_duration_seconds_count{procedure="` + push + `"}`:                   1,
 		`tailor_rpc_requests_total{code="unimplemented",procedure="` + mat + `"}`:       1,
 		`tailor_rpc_duration_seconds_bucket{procedure="` + list + `",le="+Inf"}`:        3,
-		`tailor_rpc_duration_seconds_bucket{procedure="` + get + `",le="1.6384"}`:       3,
+		`tailor_rpc_duration_seconds_bucket{procedure="` + get + `",le="1.6384"}`:       4,
 		`tailor_rpc_duration_seconds_bucket{procedure="` + get + `",le="5e-05"}`:        -1, // present, any count
 		`tailor_rpc_requests_total{code="not_found",procedure="` + list + `"}`:          0,  // absent
 		`tailor_rpc_requests_total{code="ok",procedure="/grpc.health.v1.Health/Check"}`: 0,
