@@ -130,6 +130,10 @@ func New(off *offline.Store, tier *onlinetier.Tier, opt Options) *Store {
 		})}
 }
 
+// readThroughTimeout bounds a read-through query, which runs apart from
+// the requests waiting for it.
+const readThroughTimeout = 30 * time.Second
+
 // absentEvent marks a cached "no row" entry; its CreatedTS holds when the
 // absence was observed (Unix nanoseconds).
 const absentEvent = math.MinInt64
@@ -276,16 +280,24 @@ func (s *Store) rows(ctx context.Context, repo *definitions.Repo, v *definitions
 	}
 	s.mu.Unlock()
 	if len(mine) > 0 {
-		got, err := s.readThrough(ctx, repo, v, keys, mine, now)
-		s.mu.Lock()
-		for _, i := range mine {
-			id := v.Name + "\x00" + string(keys[i])
-			l := s.inflight[id]
-			delete(s.inflight, id)
-			l.row, l.err = got[i], err
-			close(l.done)
-		}
-		s.mu.Unlock()
+		// The load serves every request waiting for these keys, so it
+		// runs on a context of its own: a first requester that gives up
+		// (its deadline, a client gone) must not fail the others, and
+		// what it loads is cached for them anyway.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readThroughTimeout)
+		go func() {
+			defer cancel()
+			got, err := s.readThrough(lctx, repo, v, keys, mine, now)
+			s.mu.Lock()
+			for _, i := range mine {
+				id := v.Name + "\x00" + string(keys[i])
+				l := s.inflight[id]
+				delete(s.inflight, id)
+				l.row, l.err = got[i], err
+				close(l.done)
+			}
+			s.mu.Unlock()
+		}()
 	}
 	for _, i := range missing {
 		l := loads[i]

@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,5 +140,82 @@ func TestBadKeys(t *testing.T) {
 		if _, ok := err.(*onlinestore.KeyError); !ok {
 			t.Errorf("row %v: error %v, want a KeyError", row, err)
 		}
+	}
+}
+
+// slowProxy forwards TCP connections to a server, holding each answer
+// back by delay: a slow ClickHouse.
+func slowProxy(t *testing.T, target string, delay time.Duration) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				s, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go func() { _, _ = io.Copy(s, c); s.Close() }()
+				buf := make([]byte, 64<<10)
+				for {
+					n, err := s.Read(buf)
+					if n > 0 {
+						time.Sleep(delay)
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestReadThroughOutlivesItsFirstRequester: a read-through shared by
+// several requests is not ended by the first one giving up: the others,
+// still willing to wait, get the row.
+func TestReadThroughOutlivesItsFirstRequester(t *testing.T) {
+	base, repo := setup(t, 10)
+	target := strings.TrimPrefix(dsn, "clickhouse://")
+	target, _, _ = strings.Cut(target, "/")
+	slow, err := offline.Open(context.Background(), "clickhouse://"+slowProxy(t, target, 5*time.Millisecond), offline.Options{Database: base.Database(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	s := onlinestore.New(slow, onlinetier.New(onlinetier.Options{}), onlinestore.Options{})
+	refs, err := repo.ResolveRefs([]string{"stats:score"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := onlinestore.MapRows{{"user_id": int64(7)}}
+	impatient, cancel := context.WithTimeout(context.Background(), 2*time.Millisecond)
+	defer cancel()
+	first := make(chan error, 1)
+	go func() { _, err := s.Get(impatient, repo, refs, key); first <- err }()
+	time.Sleep(time.Millisecond) // the first request has claimed the key
+	res, err := s.Get(context.Background(), repo, refs, key)
+	if err != nil {
+		t.Fatalf("a patient request sharing an impatient one's read-through: %v", err)
+	}
+	if got := score(t, res, 0); got != int64(71) {
+		t.Fatalf("score %v, want 71", got)
+	}
+	if err := <-first; !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the impatient request: %v, want its deadline", err)
 	}
 }
