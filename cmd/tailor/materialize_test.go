@@ -537,7 +537,7 @@ func TestReplicasConverge(t *testing.T) {
 	client := featurestorev1connect.NewFeatureServiceClient(h2cClient(), a)
 	push := func(n int64) {
 		_, err := client.Push(ctx, connect.NewRequest(&featurestorev1.PushRequest{FeatureView: "cust", Rows: []*featurestorev1.PushRow{{
-			Values:         map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: "c1"}}, "orders": {Kind: &featurestorev1.Value_Int64Value{Int64Value: n}}},
+			Values: map[string]*featurestorev1.Value{"customer_id": {Kind: &featurestorev1.Value_StringValue{StringValue: "c1"}}, "orders": {Kind: &featurestorev1.Value_Int64Value{Int64Value: n}}},
 			// Event times a second apart: tailor stores whole seconds, and
 			// two rows of one key in the same second (and created in the
 			// same second) tie, so either may be the latest.
