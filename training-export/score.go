@@ -319,7 +319,6 @@ func Score(ctx context.Context, store *offline.Store, reg Models, repo *definiti
 		if err := table.commit(); err != nil {
 			return ScoreResult{}, err
 		}
-		table.committed = true
 	} else {
 		if err := w.Close(); err != nil {
 			return ScoreResult{}, err

@@ -24,7 +24,6 @@ type tableSink struct {
 	lease         *offline.Lease
 	cols          []string
 	created       bool
-	committed     bool
 	ctx           context.Context
 	schema        *arrow.Schema
 	columnBuilder []func(arrow.Array) (any, error)
@@ -116,7 +115,7 @@ func (t *tableSink) commit() error {
 
 // finish drops what is left of the staging tables (all of it when the run
 // did not commit) and ends the lease; a table that cannot be dropped is
-// left to the lease's expiry and the next sweep.
+// left to the lease, and a sweep drops it once this process is gone.
 func (t *tableSink) finish() {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), 30*time.Second)
 	defer cancel()

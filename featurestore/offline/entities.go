@@ -83,7 +83,7 @@ func (e *EntitySet) Drop(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := e.dropTables(ctx); err != nil {
-		return err // the lease expires, and a sweep drops them
+		return err // the lease stays: a sweep drops them once this process is gone
 	}
 	e.lease.Release(ctx)
 	return nil

@@ -105,7 +105,7 @@ func (s *Store) Ingest(ctx context.Context, repo *definitions.Repo, viewName, na
 	// here while it runs, and the ingestion log lets change scans look
 	// back this far.
 	var storedFrom time.Time
-	if !opt.Unlogged || !opt.Direct {
+	if !opt.Unlogged {
 		if storedFrom, err = s.Now(ctx); err != nil {
 			return IngestResult{}, fmt.Errorf("ingest %s: %w", name, err)
 		}

@@ -203,7 +203,7 @@ const snapshotMargin = time.Second
 // clock has passed it by snapshotMargin (about one to two seconds). An
 // ingestion still running holds it back to when that ingestion began
 // staging, as long as its process lives: the lease of a process that died
-// stops counting within leaseTTL (seconds).
+// stops counting as soon as ClickHouse sees its connections close.
 func (s *Store) SnapshotWatermark(ctx context.Context) (time.Time, error) {
 	now, err := s.Now(ctx)
 	if err != nil {

@@ -107,8 +107,8 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 		conn.Close()
 		s.conn = &retryingConn{Conn: c, log: s.log}
 	}
-	// Leases are renewed on connections of their own, so a pool full of
-	// slow queries cannot make a live process look dead.
+	// Leases keep their token and records on connections of their own, so
+	// a pool full of slow queries cannot delay them.
 	lo := *o
 	lo.MaxOpenConns, lo.MaxIdleConns = 2, 1
 	lc, err := clickhouse.Open(&lo)
@@ -117,7 +117,7 @@ func Open(ctx context.Context, dsn string, opt Options) (*Store, error) {
 		return nil, fmt.Errorf("connect to clickhouse %s: %w", dsn, err)
 	}
 	s.leases = newLeaseKeeper(&retryingConn{Conn: lc, log: s.log}, s.db, s.log)
-	s.dropAbandoned(ctx)
+	s.Sweep(ctx) // what dead processes left behind
 	return s, nil
 }
 
@@ -198,10 +198,6 @@ func (s *Store) bootstrap(ctx context.Context) error {
 	}
 	return nil
 }
-
-// dropAbandoned sweeps at start-up what dead processes left behind (see
-// Sweep).
-func (s *Store) dropAbandoned(ctx context.Context) { s.Sweep(ctx) }
 
 // column is one column of an existing ClickHouse table.
 type tableColumn struct{ Name, Type string }
