@@ -68,27 +68,15 @@ func (s *Server) Push(ctx context.Context, req *connect.Request[featurestorev1.P
 }
 
 // pushIdentity lists the columns that identify a pushed row in its view's
-// table (join keys, event time and, when the table has one, created time)
-// and each row's values of them.
+// table (offline.IdentityColumns) and each row's values of them.
 func pushIdentity(repo *definitions.Repo, v *definitions.FeatureView, rows []pushedRow) (offline.RowColumns, [][]any) {
-	var cols offline.RowColumns
-	for _, e := range repo.JoinKeys(v) {
-		t := "String"
-		if e.Type == definitions.Int64 {
-			t = "Int64"
-		}
-		cols.Names, cols.Types = append(cols.Names, e.JoinKey), append(cols.Types, t)
-	}
-	cols.Names, cols.Types = append(cols.Names, v.Source.TimestampField), append(cols.Types, "DateTime")
-	created := createdColumn(v)
-	if created != "" {
-		cols.Names, cols.Types = append(cols.Names, created), append(cols.Types, "DateTime")
-	}
+	cols := offline.IdentityColumns(repo, v)
+	created := offline.CreatedColumn(v) != ""
 	ids := make([][]any, len(rows))
 	for i, r := range rows {
 		id := append([]any{}, r.keys...)
 		id = append(id, time.Unix(r.event, 0).UTC())
-		if created != "" {
+		if created {
 			id = append(id, time.Unix(r.created, 0).UTC())
 		}
 		ids[i] = id
@@ -148,7 +136,7 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 		fields = append(fields, arrow.Field{Name: e.JoinKey, Type: t})
 	}
 	fields = append(fields, arrow.Field{Name: v.Source.TimestampField, Type: offline.ArrowType(definitions.Timestamp)})
-	created := createdColumn(v)
+	created := offline.CreatedColumn(v)
 	if created != "" {
 		fields = append(fields, arrow.Field{Name: created, Type: offline.ArrowType(definitions.Timestamp)})
 	}
@@ -183,7 +171,7 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 		if r.GetEventTimestamp() == nil {
 			return nil, fmt.Errorf("row %d: event_timestamp is required", i)
 		}
-		if err := checkTimestamp(r.GetEventTimestamp()); err != nil {
+		if err := CheckTimestamp(r.GetEventTimestamp()); err != nil {
 			return nil, fmt.Errorf("row %d: event_timestamp: %w", i, err)
 		}
 		if ahead := r.GetEventTimestamp().AsTime().Sub(now); ahead > MaxClockSkew {
@@ -197,7 +185,7 @@ func pushBatch(repo *definitions.Repo, v *definitions.FeatureView, rows []*featu
 		col++
 		pr.created = nowCreated
 		if r.GetCreatedTimestamp() != nil {
-			if err := checkTimestamp(r.GetCreatedTimestamp()); err != nil {
+			if err := CheckTimestamp(r.GetCreatedTimestamp()); err != nil {
 				return nil, fmt.Errorf("row %d: created_timestamp: %w", i, err)
 			}
 			pr.created = r.GetCreatedTimestamp().AsTime().Unix()
@@ -237,23 +225,14 @@ func emptyArray(t definitions.ValueType) any {
 	return []string{}
 }
 
-// checkTimestamp refuses a timestamp that is malformed or outside the
-// instants ClickHouse stores.
-func checkTimestamp(ts *timestamppb.Timestamp) error {
+// CheckTimestamp refuses a timestamp that is malformed or outside the
+// instants ClickHouse stores (offline.CheckInstant), where no feature can
+// be.
+func CheckTimestamp(ts *timestamppb.Timestamp) error {
 	if err := ts.CheckValid(); err != nil {
 		return err
 	}
 	return offline.CheckInstant(ts.AsTime())
-}
-
-// createdColumn is the created-timestamp column of v's table: the one its
-// source names, created_ts in a table tailor owns, none in an external
-// table that names none.
-func createdColumn(v *definitions.FeatureView) string {
-	if c := v.Source.CreatedTimestampField; c != "" || v.External() {
-		return c
-	}
-	return "created_ts"
 }
 
 func errOrMissing(err error) error {
@@ -318,7 +297,7 @@ func goValue(v *featurestorev1.Value, t definitions.ValueType) (any, error) {
 		}
 	case *featurestorev1.Value_TimestampValue:
 		if t == definitions.Timestamp {
-			if err := checkTimestamp(k.TimestampValue); err != nil {
+			if err := CheckTimestamp(k.TimestampValue); err != nil {
 				return nil, err
 			}
 			return k.TimestampValue.AsTime().UTC().Truncate(time.Second), nil

@@ -40,7 +40,7 @@ func (s *Server) pushEvents(ctx context.Context, repo *definitions.Repo, v *defi
 		if ts == nil {
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("row %d: no event_timestamp", i))
 		}
-		if err := checkTimestamp(ts); err != nil {
+		if err := CheckTimestamp(ts); err != nil {
 			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("row %d: event_timestamp: %w", i, err))
 		}
 		at := ts.AsTime()
@@ -107,7 +107,7 @@ func eventValue(v *featurestorev1.Value) (any, error) {
 	case *featurestorev1.Value_BoolValue:
 		return k.BoolValue, nil
 	case *featurestorev1.Value_TimestampValue:
-		if err := checkTimestamp(k.TimestampValue); err != nil {
+		if err := CheckTimestamp(k.TimestampValue); err != nil {
 			return nil, err
 		}
 		return k.TimestampValue.AsTime(), nil

@@ -244,7 +244,7 @@ func (s *Store) planView(ctx context.Context, repo *definitions.Repo, v *definit
 			check(v.Pos, e.JoinKey, func(t string) bool { return compatible(e.Type, t) }, fmt.Sprintf("join key of entity %q, %s", e.Name, e.Type))
 		}
 		check(v.Pos, v.Source.TimestampField, timestampCompatible, "the event timestamp, DateTime")
-		if cf := createdField(v); cf != "" {
+		if cf := CreatedColumn(v); cf != "" {
 			check(v.Pos, cf, timestampCompatible, "the created timestamp, DateTime")
 		}
 		for _, f := range v.Features {
@@ -267,7 +267,7 @@ func (s *Store) planView(ctx context.Context, repo *definitions.Repo, v *definit
 	} else if exists {
 		// The table outlived an earlier definition, or is the applied one:
 		// every column it has must fit, and missing features are added.
-		want := map[string]string{v.Source.TimestampField: "DateTime", createdField(v): "DateTime"}
+		want := map[string]string{v.Source.TimestampField: "DateTime", CreatedColumn(v): "DateTime"}
 		for _, e := range repo.JoinKeys(v) {
 			want[e.JoinKey] = chKeyType(e.Type)
 		}
@@ -335,8 +335,8 @@ func (s *Store) planView(ctx context.Context, repo *definitions.Repo, v *definit
 		if ov.Description != v.Description {
 			changes = append(changes, Change{Action: "change", Object: obj, Detail: "description"})
 		}
-		if createdField(ov) != createdField(v) {
-			changes = append(changes, Change{Action: "change", Object: obj, Detail: fmt.Sprintf("created_timestamp_field %q -> %q", createdField(ov), createdField(v))})
+		if CreatedColumn(ov) != CreatedColumn(v) {
+			changes = append(changes, Change{Action: "change", Object: obj, Detail: fmt.Sprintf("created_timestamp_field %q -> %q", CreatedColumn(ov), CreatedColumn(v))})
 		}
 		if featureOrder(ov) != featureOrder(v) && len(ov.Features) == len(v.Features) {
 			changes = append(changes, Change{Action: "change", Object: obj, Detail: "feature order"})

@@ -297,7 +297,7 @@ func (s *Store) ingestTargets(repo *definitions.Repo, v *definitions.FeatureView
 		addReq(e.JoinKey, e.Type, "join key of entity "+e.Name)
 	}
 	addReq(v.Source.TimestampField, definitions.Timestamp, "event timestamp")
-	if cf := createdField(v); cf != "" {
+	if cf := CreatedColumn(v); cf != "" {
 		if i, ok := index[cf]; ok {
 			used[cf] = true
 			targets = append(targets, target{name: cf, src: i, buf: newColumn(definitions.Timestamp, true)})

@@ -97,7 +97,7 @@ func keyTable(ents []definitions.Entity, view string, keys [][]any) (*ext.Table,
 // created): ClickHouse aggregates a scalar key far faster than a tuple.
 func versionExpr(v *definitions.FeatureView) string {
 	created := "toUInt64(0)"
-	if cf := createdField(v); cf != "" {
+	if cf := CreatedColumn(v); cf != "" {
 		created = "toUInt64(toUnixTimestamp(" + QuoteIdent(cf) + "))"
 	}
 	return fmt.Sprintf("toUInt64(toUnixTimestamp(%s)) * 4294967296 + %s", QuoteIdent(v.Source.TimestampField), created)

@@ -156,7 +156,13 @@ func (l *Lease) Release(ctx context.Context) {
 	l.k.drop(l)
 }
 
+// insert records an event of a lease this process holds.
 func (k *leaseKeeper) insert(ctx context.Context, l *Lease, objects []string, released uint8) error {
+	return k.record(ctx, l.ID, k.holder, l.kind, l.from, objects, released)
+}
+
+// record writes one row of the leases table.
+func (k *leaseKeeper) record(ctx context.Context, id, holder, kind string, from time.Time, objects []string, released uint8) error {
 	b, err := k.conn.PrepareBatch(ctx, "INSERT INTO "+k.table+" (id, holder, kind, objects, stored_from, released)")
 	if err != nil {
 		return err
@@ -164,7 +170,7 @@ func (k *leaseKeeper) insert(ctx context.Context, l *Lease, objects []string, re
 	if objects == nil {
 		objects = []string{}
 	}
-	if err := b.Append(l.ID, k.holder, l.kind, objects, time.Unix(max(l.from.Unix(), 0), 0).UTC(), released); err != nil {
+	if err := b.Append(id, holder, kind, objects, time.Unix(max(from.Unix(), 0), 0).UTC(), released); err != nil {
 		_ = b.Abort()
 		return err
 	}
@@ -361,10 +367,7 @@ func (s *Store) Sweep(ctx context.Context) []string {
 		if ok {
 			// Released on the dead holder's behalf, so later sweeps pass
 			// it by.
-			err := s.conn.Exec(Idempotent(ctx), fmt.Sprintf(
-				"INSERT INTO %s.leases (id, holder, kind, objects, stored_from, released) SELECT ?, ?, ?, [], toDateTime(0), 1", QuoteIdent(s.db)),
-				d.id, d.holder, d.kind)
-			if err != nil {
+			if err := s.leases.record(ctx, d.id, d.holder, d.kind, time.Time{}, nil, 1); err != nil {
 				s.log.Warn("close a lease of a dead process", "lease", d.id, "err", err)
 			}
 			s.log.Info("swept the lease of a dead process", "lease", d.id, "tables", len(d.objects))

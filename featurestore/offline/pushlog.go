@@ -9,6 +9,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
 	chcolumn "github.com/ClickHouse/clickhouse-go/v2/lib/column"
+
+	"github.com/tailorhq/tailor/featurestore/definitions"
 )
 
 // A push that fails on a broken connection may or may not have stored
@@ -77,6 +79,21 @@ func (s *Store) RecordPush(ctx context.Context, view, key string, a PushAttempt)
 // RowColumns names columns of a row identity and their ClickHouse types.
 type RowColumns struct {
 	Names, Types []string
+}
+
+// IdentityColumns are the columns that identify a row of view v in its
+// table, as StoredRows compares them: the join keys, the event time and,
+// when the table has one, the created time.
+func IdentityColumns(repo *definitions.Repo, v *definitions.FeatureView) RowColumns {
+	var cols RowColumns
+	for _, e := range repo.JoinKeys(v) {
+		cols.Names, cols.Types = append(cols.Names, e.JoinKey), append(cols.Types, chKeyType(e.Type))
+	}
+	cols.Names, cols.Types = append(cols.Names, v.Source.TimestampField), append(cols.Types, "DateTime")
+	if c := CreatedColumn(v); c != "" {
+		cols.Names, cols.Types = append(cols.Names, c), append(cols.Types, "DateTime")
+	}
+	return cols
 }
 
 // StoredRows counts the rows of table (db.name, or a view's table) stored

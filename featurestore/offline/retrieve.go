@@ -312,7 +312,7 @@ func (s *Store) viewJoinSQL(repo *definitions.Repo, set *EntitySet, v *definitio
 	leftCols := append([]string{}, keys...)
 	order := versionExpr(v)
 	leftCols = append(leftCols, ts)
-	if cf := createdField(v); cf != "" {
+	if cf := CreatedColumn(v); cf != "" {
 		leftCols = append(leftCols, QuoteIdent(cf))
 	}
 	var vals []string

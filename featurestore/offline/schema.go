@@ -134,7 +134,7 @@ func createTableSQL(t tableRef, repo *definitions.Repo, v *definitions.FeatureVi
 		fmt.Fprintf(&b, "%s %s, ", QuoteIdent(e.JoinKey), chKeyType(e.Type))
 		order = append(order, QuoteIdent(e.JoinKey))
 	}
-	fmt.Fprintf(&b, "%s DateTime, %s DateTime, ", QuoteIdent(v.Source.TimestampField), QuoteIdent(createdField(v)))
+	fmt.Fprintf(&b, "%s DateTime, %s DateTime, ", QuoteIdent(v.Source.TimestampField), QuoteIdent(CreatedColumn(v)))
 	order = append(order, QuoteIdent(v.Source.TimestampField))
 	for _, f := range v.Features {
 		fmt.Fprintf(&b, "%s %s, ", QuoteIdent(f.Name), chType(f.Type))
@@ -143,9 +143,10 @@ func createTableSQL(t tableRef, repo *definitions.Repo, v *definitions.FeatureVi
 	return b.String()
 }
 
-// createdField is the created-timestamp column of a view ("" when an
-// external table has none).
-func createdField(v *definitions.FeatureView) string {
+// CreatedColumn is the created-timestamp column of a view's table: the one
+// its source names, created_ts in a table tailor owns, "" when an
+// external table has none.
+func CreatedColumn(v *definitions.FeatureView) string {
 	if v.Source.CreatedTimestampField != "" || v.External() {
 		return v.Source.CreatedTimestampField
 	}

@@ -98,6 +98,9 @@ func (e *RequestError) Unwrap() error { return e.Err }
 // mistake.
 func (e *RequestError) InvalidInput() bool { return true }
 
+// MaxK bounds the products one answer may hold.
+const MaxK = 1000
+
 // Service answers next-best-action requests.
 type Service struct {
 	cfg      *Config
@@ -131,8 +134,8 @@ func (s *Service) Answer(ctx context.Context, req Request) (*Answer, error) {
 	}
 	k := req.K
 	switch {
-	case k < 0:
-		return nil, &RequestError{fmt.Errorf("k = %d: ask for at least one product (0: the default, 5)", k)}
+	case k < 0 || k > MaxK:
+		return nil, &RequestError{fmt.Errorf("k = %d: ask for 1 to %d products (0: the default, 5)", k, MaxK)}
 	case k == 0:
 		k = 5
 	}

@@ -109,9 +109,6 @@ func (s *Server) NextBestAction(ctx context.Context, req *connect.Request[servin
 	if len(m.GetEntities()) == 0 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("name the customer: entities, e.g. customer_id"))
 	}
-	if k := m.GetK(); k < 0 || k > MaxK {
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("k = %d: ask for 1 to %d products (0: the default, 5)", k, MaxK))
-	}
 	given := make(map[string]any, len(m.GetContext()))
 	for k, v := range m.GetContext() {
 		given[k] = goValue(v)
@@ -425,28 +422,14 @@ func (s *Server) fail(ctx context.Context, what string, err error) error {
 	return ce
 }
 
-// MaxK bounds the products one NextBestAction may ask for.
-const MaxK = 1000
-
-// earliestTime and latestTime bound the request times accepted: the range
-// ClickHouse stores instants in, where every feature lives.
-var (
-	earliestTime = time.Unix(0, 0).UTC()
-	latestTime   = time.Unix(1<<32-1, 0).UTC()
-)
-
 // requestTime reads a request's time (now when unset), refusing instants
 // no feature can be stored at.
 func requestTime(ts *timestamppb.Timestamp, now func() time.Time) (time.Time, error) {
 	if ts == nil {
 		return now(), nil
 	}
-	if err := ts.CheckValid(); err != nil {
+	if err := featureserver.CheckTimestamp(ts); err != nil {
 		return time.Time{}, fmt.Errorf("request_time: %w", err)
 	}
-	at := ts.AsTime()
-	if at.Before(earliestTime) || at.After(latestTime) {
-		return time.Time{}, fmt.Errorf("request_time %s is outside %s .. %s, the instants features are stored at", at.Format(time.RFC3339), earliestTime.Format(time.RFC3339), latestTime.Format(time.RFC3339))
-	}
-	return at, nil
+	return ts.AsTime(), nil
 }
