@@ -88,9 +88,9 @@ install_onnxruntime() {
 	CLEANUP+=("$tmp")
 
 	(cd "$tmp" && npm pack --silent "$ORT_NPM_PACKAGE" >/dev/null) || die "npm pack ${ORT_NPM_PACKAGE} failed"
-	local tgz
-	tgz=$(ls "$tmp"/onnxruntime-node-*.tgz 2>/dev/null | head -n1)
-	[ -n "$tgz" ] || die "npm pack produced no tarball"
+	local tgzs=("$tmp"/onnxruntime-node-*.tgz) # a glob, not `ls | head` (SIGPIPE under pipefail)
+	local tgz=${tgzs[0]}
+	[ -e "$tgz" ] || die "npm pack produced no tarball"
 
 	tar -xzf "$tgz" -C "$tmp" --wildcards "${ORT_TARBALL_DIR}/libonnxruntime.so*" ||
 		die "no ${ORT_TARBALL_DIR}/libonnxruntime.so* in $(basename "$tgz")"

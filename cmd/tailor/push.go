@@ -32,7 +32,9 @@ func (a *app) pushCmd() *cobra.Command {
 		Short: "Push rows of a CSV, Parquet or Arrow file to a running server",
 		Long: "push sends the rows of each FILE to a tailor server's Push RPC in batches: the server\n" +
 			"stores each batch in ClickHouse before it answers, and serves the rows at once.\n" +
-			"Columns are matched by name, as for `tailor ingest`.",
+			"Columns are matched by name, as for `tailor ingest`. Each batch carries an idempotency key,\n" +
+			"and a batch the server answers Unavailable is sent again with it (up to five times, backing\n" +
+			"off), so a retry never stores its rows twice.",
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
